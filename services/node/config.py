@@ -1,0 +1,95 @@
+"""The node config: what the CLI asked for, written once to <home>/node.toml, read by every service."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from services.node.home import NodeHome
+
+DEFAULT_API_PORT = 9337
+DEFAULT_CONSOLE_PORT = 3131
+LOOPBACK_HOST = "127.0.0.1"
+ALL_INTERFACES_HOST = "0.0.0.0"
+
+
+class ConfigError(Exception):
+    """node.toml is missing or does not describe a valid node."""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model this node wants to serve, resolved to a local file by the CLI."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    home: Path
+    name: str = ""
+    api_port: int = DEFAULT_API_PORT
+    console_port: int = DEFAULT_CONSOLE_PORT
+    listen_all: bool = False
+    client: bool = False
+    max_vram_gb: float | None = None
+    models: tuple[ModelRequest, ...] = ()
+    split: bool = False
+    bind_port: int = 0
+    join_tokens: tuple[str, ...] = ()
+    region: str = ""
+    log_format: str = "pretty"
+    log_level: str = "info"
+    llama_bin_dir: str = ""
+    context_size: int = 4096
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def node_home(self) -> NodeHome:
+        return NodeHome(self.home)
+
+    @property
+    def bind_host(self) -> str:
+        return ALL_INTERFACES_HOST if self.listen_all else LOOPBACK_HOST
+
+    @property
+    def api_url(self) -> str:
+        return f"http://localhost:{self.api_port}/v1"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://localhost:{self.console_port}"
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["home"] = str(self.home)
+        data["models"] = [asdict(m) for m in self.models]
+        data["join_tokens"] = list(self.join_tokens)
+        if self.max_vram_gb is None:
+            del data["max_vram_gb"]
+        self.node_home.ensure()
+        tmp = self.node_home.node_config.with_suffix(".tmp")
+        tmp.write_text(tomli_w.dumps(data))
+        tmp.replace(self.node_home.node_config)
+
+    @classmethod
+    def load(cls, home: Path) -> NodeConfig:
+        path = NodeHome(home).node_config
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path} not found: start the node with `mesh-llm`") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        data["home"] = Path(data.get("home") or home)
+        data["models"] = tuple(ModelRequest(**m) for m in data.get("models", []))
+        data["join_tokens"] = tuple(data.get("join_tokens", []))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,140 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_ROLE_UNSPECIFIED: _ClassVar[ModelRole]
+    MODEL_ROLE_SOLO: _ClassVar[ModelRole]
+    MODEL_ROLE_SPLIT_HOST: _ClassVar[ModelRole]
+    MODEL_ROLE_SPLIT_WORKER: _ClassVar[ModelRole]
+    MODEL_ROLE_STANDBY: _ClassVar[ModelRole]
+
+class ServeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVE_STATE_UNSPECIFIED: _ClassVar[ServeState]
+    SERVE_STATE_LOADING: _ClassVar[ServeState]
+    SERVE_STATE_READY: _ClassVar[ServeState]
+    SERVE_STATE_WAITING: _ClassVar[ServeState]
+    SERVE_STATE_FAILED: _ClassVar[ServeState]
+MODEL_ROLE_UNSPECIFIED: ModelRole
+MODEL_ROLE_SOLO: ModelRole
+MODEL_ROLE_SPLIT_HOST: ModelRole
+MODEL_ROLE_SPLIT_WORKER: ModelRole
+MODEL_ROLE_STANDBY: ModelRole
+SERVE_STATE_UNSPECIFIED: ServeState
+SERVE_STATE_LOADING: ServeState
+SERVE_STATE_READY: ServeState
+SERVE_STATE_WAITING: ServeState
+SERVE_STATE_FAILED: ServeState
+
+class ModelFile(_message.Message):
+    __slots__ = ("name", "path", "bytes", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    bytes: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class LayerShare(_message.Message):
+    __slots__ = ("node_id", "fraction")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    fraction: float
+    def __init__(self, node_id: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("name", "role", "state", "host_node_id", "shares")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: ModelRole
+    state: ServeState
+    host_node_id: str
+    shares: _containers.RepeatedCompositeFieldContainer[LayerShare]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ...) -> None: ...
+
+class NodeRecord(_message.Message):
+    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s")
+    class RequestRatePerMinEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RttMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    IS_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    MODELS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_RATE_PER_MIN_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    version: int
+    software_version: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    is_client: bool
+    region: str
+    vram_bytes: int
+    models_on_disk: _containers.RepeatedCompositeFieldContainer[ModelFile]
+    models_wanted: _containers.RepeatedScalarFieldContainer[str]
+    served: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    request_rate_per_min: _containers.ScalarMap[str, float]
+    rtt_ms: _containers.ScalarMap[str, float]
+    leaving: bool
+    updated_unix_s: float
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ...) -> None: ...
+
+class MeshView(_message.Message):
+    __slots__ = ("local_node_id", "nodes")
+    LOCAL_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    local_node_id: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRecord]
+    def __init__(self, local_node_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeRecord, _Mapping]]] = ...) -> None: ...
+
+class GetViewRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UpdateLocalRequest(_message.Message):
+    __slots__ = ("record", "fields")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    record: NodeRecord
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, record: _Optional[_Union[NodeRecord, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...

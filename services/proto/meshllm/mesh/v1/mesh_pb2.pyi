@@ -1,0 +1,126 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PeerPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PEER_PATH_UNSPECIFIED: _ClassVar[PeerPath]
+    PEER_PATH_DIRECT: _ClassVar[PeerPath]
+    PEER_PATH_RELAYED: _ClassVar[PeerPath]
+
+class TunnelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TUNNEL_KIND_UNSPECIFIED: _ClassVar[TunnelKind]
+    TUNNEL_KIND_HTTP: _ClassVar[TunnelKind]
+    TUNNEL_KIND_RPC: _ClassVar[TunnelKind]
+PEER_PATH_UNSPECIFIED: PeerPath
+PEER_PATH_DIRECT: PeerPath
+PEER_PATH_RELAYED: PeerPath
+TUNNEL_KIND_UNSPECIFIED: TunnelKind
+TUNNEL_KIND_HTTP: TunnelKind
+TUNNEL_KIND_RPC: TunnelKind
+
+class GetIdentityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ("node_id", "short_id", "public_key", "name", "addresses")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHORT_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    short_id: str
+    public_key: bytes
+    name: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., short_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., name: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetInviteRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Invite(_message.Message):
+    __slots__ = ("mesh_id", "token", "mesh_name")
+    MESH_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MESH_NAME_FIELD_NUMBER: _ClassVar[int]
+    mesh_id: str
+    token: str
+    mesh_name: str
+    def __init__(self, mesh_id: _Optional[str] = ..., token: _Optional[str] = ..., mesh_name: _Optional[str] = ...) -> None: ...
+
+class RotateSecretRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPeersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchPeersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("node_id", "name", "address", "rtt_ms", "path", "relay_node_id", "connected_unix_s")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RELAY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    address: str
+    rtt_ms: float
+    path: PeerPath
+    relay_node_id: str
+    connected_unix_s: float
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., path: _Optional[_Union[PeerPath, str]] = ..., relay_node_id: _Optional[str] = ..., connected_unix_s: _Optional[float] = ...) -> None: ...
+
+class ListPeersResponse(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class GossipMessage(_message.Message):
+    __slots__ = ("peer_node_id", "payload")
+    PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    peer_node_id: str
+    payload: bytes
+    def __init__(self, peer_node_id: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SendGossipResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReceiveGossipRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenTunnelRequest(_message.Message):
+    __slots__ = ("peer_node_id", "kind")
+    PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    peer_node_id: str
+    kind: TunnelKind
+    def __init__(self, peer_node_id: _Optional[str] = ..., kind: _Optional[_Union[TunnelKind, str]] = ...) -> None: ...
+
+class Tunnel(_message.Message):
+    __slots__ = ("host", "port")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
