@@ -61,18 +61,18 @@ def patches() -> list[Path]:
     return sorted((HERE / "patches").glob("*.patch"))
 
 
-def patches_hash() -> str:
+def build_key_hash(backend: str) -> str:
+    """Patches, cmake flags and targets: anything that changes the binaries changes the key."""
     digest = hashlib.sha256()
     for patch in patches():
         digest.update(patch.name.encode())
         digest.update(patch.read_bytes())
-    # The build recipe is part of the key: changing flags must rebuild.
-    digest.update(Path(__file__).read_bytes())
+    digest.update(repr((cmake_flags(backend), TARGETS)).encode())
     return digest.hexdigest()[:12]
 
 
 def build_dir_for(pin: dict, backend: str) -> Path:
-    return cache_root() / "llama.cpp" / f"{pin['version']}-{patches_hash()}-{backend}"
+    return cache_root() / "llama.cpp" / f"{pin['version']}-{build_key_hash(backend)}-{backend}"
 
 
 def sha256_file(path: Path) -> str:
@@ -172,6 +172,7 @@ def run_build(source: Path, build: Path, backend: str, jobs: int) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     progress = re.compile(r"^\[(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
+    shown = -1
     for line in process.stdout:
         match = progress.match(line)
         if not match:
@@ -180,6 +181,9 @@ def run_build(source: Path, build: Path, backend: str, jobs: int) -> None:
             percent = int(match.group(1)) * 100 // int(match.group(2))
         else:
             percent = int(match.group(3))
+        if percent == shown:
+            continue
+        shown = percent
         print(f"\r[llama.cpp] compiling {percent:3d}%", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if process.wait() != 0:

@@ -77,19 +77,29 @@ async def follow_stream(
 
 
 async def run_until_signalled(server: grpc.aio.Server, *background: Awaitable[None]) -> None:
-    """Run the server and its background tasks until SIGTERM/SIGINT, then stop everything."""
+    """Run the server and its background tasks until SIGTERM/SIGINT, then stop everything.
+
+    A background task that finishes normally is done; one that raises stops the service (and
+    supervisord restarts it), so a failure is never silently swallowed.
+    """
     stop = asyncio.Event()
+    failures: list[BaseException] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def on_done(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+            stop.set()
+
     tasks = [asyncio.ensure_future(b) for b in background]
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
-        if task.done() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        task.add_done_callback(on_done)
+    await stop.wait()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    waiter.cancel()
     await server.stop(SERVER_GRACE_S)
+    if failures:
+        raise failures[0]

@@ -1,0 +1,1 @@
+"""The gossip service: the mesh's shared state, one versioned record per node."""

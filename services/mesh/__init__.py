@@ -1,0 +1,1 @@
+"""The mesh service: node identity, admission, QUIC peering and tunnels."""
