@@ -60,7 +60,7 @@ class InviteToken:
             raise InvalidToken("not a mesh-llm invite token (it should start with 'mesh1-')")
         encoded = text[len(TOKEN_PREFIX) :]
         try:
-            body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            body = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidToken("invite token is damaged (bad characters); copy it again") from exc
         return cls._parse(body)

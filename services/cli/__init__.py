@@ -1,0 +1,1 @@
+"""The two command lines: `mesh-llm` (start or join a node) and `meshctl` (administer a running node)."""

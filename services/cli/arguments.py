@@ -1,0 +1,40 @@
+"""argparse that speaks in one line: a user mistake is `mesh-llm: <what is wrong>` and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+USAGE_ERROR_EXIT = 2
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(USAGE_ERROR_EXIT)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR_EXIT)
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from exc
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 GB")
+    return value

@@ -1,0 +1,163 @@
+"""`mesh-llm`: start a node (serve models, join a mesh) in the foreground with a clear status screen."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from services import __version__
+from services.cli.arguments import OneLineArgumentParser, fail, port_number, positive_gb
+from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
+from services.cli.node_status import NodeNotRunning, node_invite, node_status
+from services.mesh.invite import InvalidToken, InviteToken
+from services.node.catalog import CATALOG, DEFAULT_MODEL, ModelNotFound, resolve_model
+from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
+from services.node.home import default_home
+
+PROG = "mesh-llm"
+READY_TIMEOUT_S = 600.0
+READY_POLL_S = 0.25
+STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed"}
+
+INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compatible API.
+
+  mesh-llm --model {DEFAULT_MODEL}          serve a model (the embedded default needs no download)
+  mesh-llm --model PATH.gguf                serve a local GGUF file
+  mesh-llm --join TOKEN                     join a mesh with the invite token another node printed
+  mesh-llm --client --join TOKEN            join as an API-only client (no GPU)
+  mesh-llm download                         list models you can name with --model
+
+Every node serves http://localhost:{DEFAULT_API_PORT}/v1 and a console on http://localhost:{DEFAULT_CONSOLE_PORT}.
+`meshctl status` shows a running node. `mesh-llm --help` lists every option."""
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description="Start a mesh-llm node in the foreground.")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
+                        help="model to serve (repeatable): a catalog name or a .gguf path")
+    parser.add_argument("--join", action="append", default=[], metavar="TOKEN", help="join a mesh via invite token")
+    parser.add_argument("--client", action="store_true", help="API-only client (no GPU, serves nothing)")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT, help="API port (default 9337)")
+    parser.add_argument("--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)")
+    parser.add_argument("--bind-port", type=port_number, default=0, help="pin the mesh's UDP port (for NAT)")
+    parser.add_argument("--listen-all", action="store_true", help="bind 0.0.0.0 instead of 127.0.0.1")
+    parser.add_argument("--max-vram", type=positive_gb, metavar="GB", help="cap the memory offered to models")
+    parser.add_argument("--split", action="store_true", help="force a tensor split even if the model fits")
+    parser.add_argument("--region", default="", help="region tag (AU, US-West, EU-West, ...)")
+    parser.add_argument("--name", default="", help="this node's display name (default: hostname)")
+    parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
+    parser.add_argument("--log-format", choices=["pretty", "json"], default="pretty")
+    parser.add_argument("--ctx-size", type=int, default=4096, help="context size per llama-server")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    home = (args.home or default_home()).expanduser().resolve()
+    for token in args.join:
+        try:
+            InviteToken.decode(token)
+        except InvalidToken as exc:
+            fail(PROG, f"--join: {exc}")
+    if args.client and args.model:
+        fail(PROG, "--client serves no models; drop --model or --client")
+    if args.port == args.console:
+        fail(PROG, f"--port and --console are both {args.port}")
+    host = "0.0.0.0" if args.listen_all else "127.0.0.1"
+    for flag, port in (("--port", args.port), ("--console", args.console)):
+        if not _port_free(host, port):
+            fail(PROG, f"{flag} {port} is already in use (another mesh-llm?); pick another with {flag}")
+    models = []
+    for spec in args.model:
+        try:
+            models.append(resolve_model(spec))
+        except ModelNotFound as exc:
+            fail(PROG, str(exc))
+    return NodeConfig(
+        home=home, name=args.name, api_port=args.port, console_port=args.console, listen_all=args.listen_all,
+        client=args.client, max_vram_gb=args.max_vram, models=tuple(models), split=args.split,
+        bind_port=args.bind_port, join_tokens=tuple(args.join), region=args.region,
+        log_format=args.log_format, context_size=args.ctx_size,
+    )
+
+
+def wait_until_started(config: NodeConfig, console: Console, supervisor_alive) -> bool:  # type: ignore[no-untyped-def]
+    """Show progress until every model has settled (ready or a stated reason); False if we gave up."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with console.status("starting services…") as status:
+        while time.monotonic() < deadline and supervisor_alive():
+            try:
+                current = node_status(config.node_home)
+            except NodeNotRunning:
+                time.sleep(READY_POLL_S)
+                continue
+            routes = [m for m in current.models if m.local]
+            pending = [m.model for m in routes if m.state not in STARTED_STATES]
+            if len(routes) >= len(config.models) and not pending and current.node_id:
+                return True
+            status.update(f"loading {', '.join(pending) or 'models'}…")
+            time.sleep(READY_POLL_S)
+    return False
+
+
+def print_ready_screen(config: NodeConfig, console: Console) -> None:
+    current = node_status(config.node_home)
+    invite = node_invite(config.node_home)
+    console.print(f"[bold green]mesh-llm is running[/]  node [bold]{current.node_id[:8]}[/] ({current.name})")
+    console.print(f"  API      {config.api_url}")
+    console.print(f"  Console  {config.console_url}")
+    for route in current.models:
+        console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
+    console.print(f"  Invite   {invite.token}")
+    console.print(f"  Logs     {config.node_home.logs}")
+    console.print("[dim]Ctrl-C stops the node.[/]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "download":
+        from services.cli.download import download_main
+
+        sys.exit(download_main(argv[1:]))
+    if argv and argv[0] == "rotate-key":
+        from services.cli.meshctl import main as meshctl_main
+
+        meshctl_main(["rotate-key", *argv[1:]])
+        return
+    if not argv:
+        print(INSTRUCTIONS)
+        return
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    if not args.model and not args.join and not args.client:
+        fail(PROG, "nothing to do: give --model NAME, --join TOKEN or --client (bare `mesh-llm` shows help)")
+    with console.status("preparing models…"):
+        config = config_from_args(args)
+    config.save()
+    supervisor = start_supervisord(config)
+    try:
+        if wait_until_started(config, console, lambda: supervisor.poll() is None):
+            print_ready_screen(config, console)
+        elif supervisor.poll() is None:
+            console.print(f"[yellow]still starting; see {config.node_home.logs}[/]")
+        else:
+            fail(PROG, f"the node stopped during start-up; see {config.node_home.logs}")
+        code = wait_for_stop_signal(supervisor)
+    finally:
+        console.print("stopping…")
+        stop_supervisord(supervisor)
+    sys.exit(code)

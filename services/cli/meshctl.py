@@ -1,0 +1,101 @@
+"""`meshctl`: administer a running node over its local gRPC sockets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.arguments import OneLineArgumentParser
+from services.cli.node_status import NodeNotRunning, node_invite, node_plan, node_status, rotate_secret
+from services.node.home import SERVICES, NodeHome, default_home
+from services.proto.meshllm.placement.v1 import placement_pb2
+
+PROG = "meshctl"
+NODE_DOWN_EXIT = 1
+LOG_TAIL_LINES = 40
+
+
+def show_status(home: NodeHome, console: Console) -> None:
+    status = node_status(home)
+    console.print(f"node [bold]{status.node_id[:8]}[/] ({status.name})  version {status.version}")
+    console.print(f"API {status.api_url}   console {status.console_url}")
+    console.print(f"requests: {status.requests_total} total, {status.requests_in_flight} in flight")
+    services = Table("service", "state", "detail", title="services")
+    for service in status.services:
+        state = "[green]up[/]" if service.reachable else "[red]down[/]"
+        services.add_row(service.name, state, service.detail)
+    console.print(services)
+    show_models(home, console, status)
+
+
+def show_models(home: NodeHome, console: Console, status=None) -> None:  # type: ignore[no-untyped-def]
+    status = status or node_status(home)
+    models = Table("model", "state", "where", "endpoint", title="models")
+    for route in status.models:
+        where = "this node" if route.local else ", ".join(n[:8] for n in route.node_ids)
+        models.add_row(route.model, route.state, where, route.endpoint)
+    if not status.models:
+        models.add_row("(none)", "", "", "")
+    console.print(models)
+
+
+def show_plan(home: NodeHome, console: Console) -> None:
+    plan = node_plan(home)
+    console.print(f"plan generation {plan.generation} for node {plan.node_id[:8]}, "
+                  f"budget {plan.vram_bytes / 1e9:.2f} GB")
+    table = Table("model", "role", "size", "why", title="placement")
+    for assignment in plan.assignments:
+        role = placement_pb2.AssignmentRole.Name(assignment.role).removeprefix("ASSIGNMENT_ROLE_").lower()
+        table.add_row(assignment.model, role, f"{assignment.model_bytes / 1e9:.2f} GB", "\n".join(assignment.reasons))
+    console.print(table)
+
+
+def show_logs(home: NodeHome, service: str, follow: bool) -> None:
+    path = home.logs / f"{service}.log"
+    if not path.exists():
+        print(f"{PROG}: no log at {path}", file=sys.stderr)
+        sys.exit(NODE_DOWN_EXIT)
+    subprocess.run(["tail", "-n", str(LOG_TAIL_LINES), *(["-f"] if follow else []), str(path)], check=False)
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description="Administer a running mesh-llm node.")
+    parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    commands.add_parser("status", help="services, models and processes of this node")
+    commands.add_parser("models", help="models this node can route to")
+    commands.add_parser("plan", help="this node's placement and why")
+    commands.add_parser("invite", help="print the invite token")
+    commands.add_parser("rotate-key", help="new mesh secret; old invite tokens stop admitting")
+    logs = commands.add_parser("logs", help="show a service's log")
+    logs.add_argument("service", choices=[*SERVICES, "supervisord"])
+    logs.add_argument("-f", "--follow", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    home = NodeHome((args.home or default_home()).expanduser().resolve())
+    console = Console()
+    try:
+        if args.command == "status":
+            show_status(home, console)
+        elif args.command == "models":
+            show_models(home, console)
+        elif args.command == "plan":
+            show_plan(home, console)
+        elif args.command == "invite":
+            print(node_invite(home).token)
+        elif args.command == "rotate-key":
+            invite = rotate_secret(home)
+            console.print("new mesh secret issued; old invite tokens no longer admit new nodes")
+            print(invite.token)
+        elif args.command == "logs":
+            show_logs(home, args.service, args.follow)
+    except NodeNotRunning as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        sys.exit(NODE_DOWN_EXIT)

@@ -1,0 +1,179 @@
+"""Wiring: the routing watchers, the API and console servers (uvicorn, one event loop) and gRPC Admin.
+
+SIGTERM stops accepting connections, gives in-flight requests a grace period, then cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import uvicorn
+from fastapi import FastAPI
+
+from services.gateway.admin import register_admin
+from services.gateway.console import build_console_app
+from services.gateway.openai_api import build_api_app
+from services.gateway.peers import PEER_SERVICES, PeerServices
+from services.gateway.proxy import UpstreamProxy
+from services.gateway.sources import RoutingSources
+from services.gateway.status import RequestCounters, StatusReporter
+from services.node.config import NodeConfig
+from services.node.grpc_link import follow_stream, start_server
+from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
+from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
+
+# In-flight completions get this long to finish after SIGTERM (supervisord waits 10 s by default).
+GRACEFUL_SHUTDOWN_S = 5
+GRPC_STOP_GRACE_S = 1.0
+LISTEN_BACKLOG = 2048
+CLIENT_MODE_PEERS = ("mesh", "gossip")  # DESIGN §1: clients run no placement or runner
+
+
+class PortUnavailable(Exception):
+    """The API or console port is taken or not bindable."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, bound here so a taken port is a clear error and port 0 works in tests."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        raise PortUnavailable(f"{host}:{port} {why}") from exc
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that shares the event loop with others; signals are the gateway's to handle."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+def embedded_server(app: FastAPI) -> EmbeddedServer:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # keep the node's logging setup (services/node/logs.py)
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return EmbeddedServer(config)
+
+
+def _watchers(
+    config: NodeConfig, sources: RoutingSources, peers: PeerServices
+) -> list[Coroutine[Any, Any, None]]:
+    if config.client:
+        return []  # clients run no runner or placement; remote routing arrives with gossip
+    logger = logging.getLogger("gateway.watch")
+    runner = runner_pb2_grpc.RunnerStub(peers.channels["runner"])
+    placement = placement_pb2_grpc.PlacementStub(peers.channels["placement"])
+    return [
+        follow_stream(
+            "runner",
+            lambda: runner.Watch(runner_pb2.WatchRequest()),
+            sources.on_runner_status,
+            logger,
+            sources.on_runner_lost,
+        ),
+        follow_stream(
+            "placement",
+            lambda: placement.WatchPlan(placement_pb2.WatchPlanRequest()),
+            sources.on_plan,
+            logger,
+            sources.on_placement_lost,
+        ),
+    ]
+
+
+@dataclass
+class Gateway:
+    """Everything the gateway process owns; `stop` releases it all."""
+
+    proxy: UpstreamProxy
+    peers: PeerServices
+    admin: grpc.aio.Server
+    servers: tuple[EmbeddedServer, ...]
+    server_tasks: list[asyncio.Task[None]]
+    watch_tasks: list[asyncio.Task[None]]
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [*self.server_tasks, *self.watch_tasks]
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        # uvicorn drains for GRACEFUL_SHUTDOWN_S itself; the extra second covers its own teardown.
+        await asyncio.wait(self.server_tasks, timeout=GRACEFUL_SHUTDOWN_S + 1)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.admin.stop(GRPC_STOP_GRACE_S)
+        await self.proxy.aclose()
+        await self.peers.close()
+
+
+def _task(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    return task
+
+
+async def start_gateway(config: NodeConfig) -> Gateway:
+    """Bind both ports, start the admin socket and the watchers; raises PortUnavailable."""
+    api_sock = bind_listener(config.bind_host, config.api_port)
+    try:
+        console_sock = bind_listener(config.bind_host, config.console_port)
+    except PortUnavailable:
+        api_sock.close()
+        raise
+    sources, counters, proxy = RoutingSources(), RequestCounters(), UpstreamProxy()
+    peers = PeerServices(config.node_home, CLIENT_MODE_PEERS if config.client else PEER_SERVICES)
+    reporter = StatusReporter(config, sources, counters, peers)
+    admin = await start_server(config.node_home, "gateway", functools.partial(register_admin, reporter))
+    api = embedded_server(build_api_app(sources, proxy, counters))
+    console = embedded_server(build_console_app(reporter))
+    server_tasks = [
+        _task(api.serve(sockets=[api_sock]), "api"),
+        _task(console.serve(sockets=[console_sock]), "console"),
+    ]
+    watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(_watchers(config, sources, peers))]
+    return Gateway(proxy, peers, admin, (api, console), server_tasks, watch_tasks)
+
+
+async def run_gateway(config: NodeConfig, logger: logging.Logger) -> None:
+    """Serve until SIGTERM/SIGINT, or until a server task dies (then raise its error)."""
+    gateway = await start_gateway(config)
+    logger.info("api on %s, console on %s", config.api_url, config.console_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([waiter, *gateway.tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        logger.info("stopping")
+        await gateway.stop()
+    for task in done:
+        if task is not waiter and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

@@ -1,0 +1,114 @@
+"""Errors in OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`, for every failure.
+
+Clients (the openai SDK, LangChain, curl users) read `error.message`; a FastAPI-style `{"detail": ...}`
+or an HTML page would surface as an unreadable exception on their side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+_logger = logging.getLogger("gateway.errors")
+
+
+class OpenAIError(Exception):
+    """An error to send to the client as OpenAI-shaped JSON."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        error_type: str = INVALID_REQUEST,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.error_type = error_type
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def payload(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return json.dumps(self.payload()).encode()
+
+    def response(self) -> Response:
+        return Response(self.body(), self.status, self.headers, media_type="application/json")
+
+
+def bad_request(message: str, code: str, param: str | None = None) -> OpenAIError:
+    return OpenAIError(HTTPStatus.BAD_REQUEST, message, code=code, param=param)
+
+
+async def _on_openai_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenAIError)
+    return exc.response()
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method), reworded the way OpenAI does."""
+    assert isinstance(exc, StarletteHTTPException)
+    target = f"{request.method} {request.url.path}"
+    if exc.status_code == HTTPStatus.NOT_FOUND:
+        error = OpenAIError(exc.status_code, f"Unknown request URL: {target}.", code="unknown_url")
+    elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"Method not allowed: {target}. Allowed: {allowed or 'none'}."
+        error = OpenAIError(exc.status_code, message, code="method_not_allowed", headers=exc.headers)
+    else:
+        error_type = SERVER_ERROR if exc.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR else INVALID_REQUEST
+        error = OpenAIError(exc.status_code, str(exc.detail), error_type=error_type, headers=exc.headers)
+    return error.response()
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = f"Invalid request: {first.get('msg', 'malformed body')}" + (
+        f" ({location})" if location else ""
+    )
+    return bad_request(message, "invalid_request", location or None).response()
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    # A bug of ours: log it with the traceback, tell the client in the same shape as any other error.
+    _logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    error = OpenAIError(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "Internal gateway error.",
+        code="internal_error",
+        error_type=SERVER_ERROR,
+    )
+    return error.response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OpenAIError, _on_openai_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,105 @@
+"""The OpenAI-compatible API on :9337: models from the routing table, completions forwarded.
+
+The forwarding routes are plain Starlette routes taking the raw Request: no FastAPI dependency
+resolution or pydantic model on the hot path, and the body goes upstream exactly as it came.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.gateway.body import Endpoint, parse_request, read_body
+from services.gateway.errors import SERVER_ERROR, OpenAIError, install_error_handlers
+from services.gateway.proxy import UpstreamProxy
+from services.gateway.routing import Lookup, ModelEntry, ModelLoading, NotServable, Route, UnknownModel
+from services.gateway.sources import RoutingSources
+from services.gateway.status import RequestCounters
+
+MODEL_OWNER = "mesh-llm"
+
+
+def route_or_error(decision: Lookup) -> Route:
+    """The route of a lookup, or the OpenAI error that explains why there is none."""
+    if isinstance(decision, Route):
+        return decision
+    if isinstance(decision, UnknownModel):
+        known = ", ".join(decision.known) or "none yet"
+        message = f"The model '{decision.model}' does not exist. Known models: {known}."
+        raise OpenAIError(HTTPStatus.NOT_FOUND, message, code="model_not_found", param="model")
+    if isinstance(decision, ModelLoading):
+        raise OpenAIError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"The model '{decision.model}' is loading ({decision.detail}); retry in {decision.retry_after_s} s.",
+            code="model_loading",
+            error_type=SERVER_ERROR,
+            headers={"retry-after": str(decision.retry_after_s)},
+        )
+    assert isinstance(decision, NotServable)
+    headers = {"retry-after": str(decision.retry_after_s)} if decision.retry_after_s is not None else {}
+    raise OpenAIError(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        f"The model '{decision.model}' cannot be served now: {decision.reason}.",
+        code="model_unavailable",
+        error_type=SERVER_ERROR,
+        headers=headers,
+    )
+
+
+def _model_object(entry: ModelEntry) -> dict[str, Any]:
+    # `meshllm` is an extension; OpenAI clients ignore fields they do not know.
+    return {
+        "id": entry.model,
+        "object": "model",
+        "created": int(entry.since_unix_s),
+        "owned_by": MODEL_OWNER,
+        "meshllm": {"state": entry.state, "local": entry.local},
+    }
+
+
+def _add_model_routes(app: FastAPI, sources: RoutingSources) -> None:
+    async def list_models(request: Request) -> Response:
+        data = [_model_object(entry) for entry in sources.table.entries]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def retrieve_model(request: Request) -> Response:
+        table = sources.table
+        decision = table.lookup(request.path_params["model"])
+        if isinstance(decision, UnknownModel):
+            route_or_error(decision)  # raises the same 404 a completion would get
+        entry = next(e for e in table.entries if e.model == decision.model)
+        return JSONResponse(_model_object(entry))
+
+    app.add_route("/v1/models", list_models, methods=["GET"])
+    app.add_route("/v1/models/{model:path}", retrieve_model, methods=["GET"])
+
+
+def _add_forwarding_route(
+    app: FastAPI, endpoint: Endpoint, sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters
+) -> None:
+    async def forward(request: Request) -> Response:
+        raw = await read_body(request)
+        api_request = parse_request(endpoint, raw)
+        route = route_or_error(sources.table.lookup(api_request.model))
+        counters.started(route.model)
+        return await proxy.forward(route, endpoint.path, api_request.raw, counters.finished)
+
+    app.add_route(endpoint.path, forward, methods=["POST"])
+
+
+def build_api_app(sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters) -> FastAPI:
+    app = FastAPI(title="mesh-llm API", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app.add_route("/health", health, methods=["GET"])
+    _add_model_routes(app, sources)
+    for endpoint in Endpoint:
+        _add_forwarding_route(app, endpoint, sources, proxy, counters)
+    return app

@@ -1,0 +1,246 @@
+"""Where a request for a model goes: a pure table built from the runner's and placement's state.
+
+The watchers rebuild the table whenever the runner or the plan changes and swap it in whole, so a
+request does one dict lookup and never talks gRPC (DESIGN §2). Later issues add remote routes from
+gossip; the lookup results are the seam for that.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# How long a client should wait before retrying a model that is starting: llama-server loads a small
+# model in about a second, a big one in tens of seconds; a short hint keeps clients responsive.
+MODEL_LOADING_RETRY_AFTER_S = 5
+# Waiting for capacity ends when a node joins: minutes, not seconds.
+WAITING_FOR_CAPACITY_RETRY_AFTER_S = 30
+
+
+class ServerState(enum.Enum):
+    """A local llama-server's lifecycle, as the runner reports it (runner.proto ProcessState)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+class PlanRole(enum.Enum):
+    """This node's role for a model, as placement decided it (placement.proto AssignmentRole)."""
+
+    SOLO = "solo"
+    SPLIT_HOST = "split_host"
+    SPLIT_WORKER = "split_worker"
+    STANDBY = "standby"
+    WAITING = "waiting"
+    DOES_NOT_FIT = "does_not_fit"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A llama-server process of this node's runner."""
+
+    model: str
+    state: ServerState
+    host: str = ""
+    port: int = 0
+    last_error: str = ""
+    since_unix_s: float = 0.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}" if self.port else ""
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One assignment of the placement plan."""
+
+    model: str
+    role: PlanRole
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """Serve the request from a llama-server listening on host:port."""
+
+    model: str
+    host: str
+    port: int
+    since_unix_s: float = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """The model is being (re)started here; a retry soon will likely succeed."""
+
+    model: str
+    detail: str
+    retry_after_s: int = MODEL_LOADING_RETRY_AFTER_S
+
+
+@dataclass(frozen=True)
+class UnknownModel:
+    model: str
+    known: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NotServable:
+    """Known, but nothing can serve it now; `retry_after_s` is set when that may change on its own."""
+
+    model: str
+    reason: str
+    retry_after_s: int | None = None
+
+
+Lookup = Route | ModelLoading | UnknownModel | NotServable
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model as `/v1/models`, `/api/status` and `meshctl status` show it."""
+
+    model: str
+    state: str  # ready, loading, waiting, does_not_fit, failed, standby, remote
+    local: bool
+    endpoint: str
+    since_unix_s: float
+    detail: str
+
+
+_LOADING_STATES = (ServerState.STARTING, ServerState.BACKOFF, ServerState.STOPPING)
+_SERVING_ROLES = (PlanRole.SOLO, PlanRole.SPLIT_HOST)
+# Worse states first, so the best process of a model wins when the runner reports several.
+_STATE_RANK = {
+    ServerState.FAILED: 0,
+    ServerState.STOPPING: 1,
+    ServerState.BACKOFF: 2,
+    ServerState.STARTING: 3,
+    ServerState.READY: 4,
+}
+
+
+def _decide(model: str, server: LocalServer | None, planned: PlannedModel | None) -> Lookup:
+    """The routing decision for one model; everything else in this module is bookkeeping."""
+    if server is not None:
+        if server.state is ServerState.READY:
+            return Route(model, server.host, server.port, server.since_unix_s)
+        if server.state in _LOADING_STATES:
+            return ModelLoading(model, f"llama-server for {model} is {server.state.value}")
+        return NotServable(model, server.last_error or f"llama-server for {model} failed")
+    assert planned is not None, "a model is known from the runner or the plan"
+    reasons = "; ".join(planned.reasons)
+    if planned.role in _SERVING_ROLES:
+        return ModelLoading(model, f"{model} is assigned to this node and starting")
+    if planned.role is PlanRole.WAITING:
+        why = reasons or "the mesh lacks the capacity to serve it"
+        return NotServable(model, f"waiting for capacity: {why}", WAITING_FOR_CAPACITY_RETRY_AFTER_S)
+    if planned.role is PlanRole.DOES_NOT_FIT:
+        return NotServable(model, f"does not fit: {reasons or 'no node group is large enough'}")
+    return NotServable(model, f"{model} is served by other nodes; remote routing is not available yet")
+
+
+def _state_name(decision: Lookup, planned: PlannedModel | None) -> str:
+    if isinstance(decision, Route):
+        return "ready"
+    if isinstance(decision, ModelLoading):
+        return "loading"
+    if planned is None:
+        return "failed"
+    return {
+        PlanRole.WAITING: "waiting",
+        PlanRole.DOES_NOT_FIT: "does_not_fit",
+        PlanRole.STANDBY: "standby",
+        PlanRole.SPLIT_WORKER: "remote",
+    }.get(planned.role, "failed")
+
+
+def _entry(decision: Lookup, server: LocalServer | None, planned: PlannedModel | None) -> ModelEntry:
+    detail = ""
+    if isinstance(decision, ModelLoading):
+        detail = decision.detail
+    elif isinstance(decision, NotServable):
+        detail = decision.reason
+    return ModelEntry(
+        model=decision.model,
+        state=_state_name(decision, planned),
+        local=server is not None,
+        endpoint=server.endpoint if server is not None else "",
+        since_unix_s=server.since_unix_s if server is not None else 0.0,
+        detail=detail,
+    )
+
+
+def _best_servers(servers: Iterable[LocalServer]) -> dict[str, LocalServer]:
+    best: dict[str, LocalServer] = {}
+    for server in servers:
+        current = best.get(server.model)
+        if current is None or _STATE_RANK[server.state] > _STATE_RANK[current.state]:
+            best[server.model] = server
+    return best
+
+
+class RoutingTable:
+    """An immutable snapshot: model name → decision, computed once per state change."""
+
+    def __init__(self, decisions: dict[str, Lookup], entries: tuple[ModelEntry, ...]) -> None:
+        self._decisions = decisions
+        self._by_folded_name = {name.casefold(): name for name in decisions}
+        self._entries = entries
+        self._known = tuple(entry.model for entry in entries)
+
+    @classmethod
+    def empty(cls) -> RoutingTable:
+        return cls({}, ())
+
+    @classmethod
+    def build(cls, servers: Iterable[LocalServer], plan: Iterable[PlannedModel]) -> RoutingTable:
+        by_server = _best_servers(servers)
+        by_plan = {planned.model: planned for planned in plan}
+        decisions: dict[str, Lookup] = {}
+        entries: list[ModelEntry] = []
+        for model in sorted(by_server.keys() | by_plan.keys()):
+            server, planned = by_server.get(model), by_plan.get(model)
+            decision = _decide(model, server, planned)
+            decisions[model] = decision
+            entries.append(_entry(decision, server, planned))
+        return cls(decisions, tuple(entries))
+
+    @classmethod
+    def from_routes(cls, routes: Iterable[Route]) -> RoutingTable:
+        """A table of ready local servers only: what a test or a bench needs to aim the gateway."""
+        servers = [
+            LocalServer(r.model, ServerState.READY, r.host, r.port, "", r.since_unix_s) for r in routes
+        ]
+        return cls.build(servers, ())
+
+    def lookup(self, model: str) -> Lookup:
+        """O(1); names match exactly, then case-insensitively (clients disagree on model-name case)."""
+        decision = self._decisions.get(model)
+        if decision is None:
+            canonical = self._by_folded_name.get(model.casefold())
+            if canonical is None:
+                return UnknownModel(model, self._known)
+            decision = self._decisions[canonical]
+        return decision
+
+    @property
+    def known_models(self) -> tuple[str, ...]:
+        return self._known
+
+    @property
+    def entries(self) -> tuple[ModelEntry, ...]:
+        return self._entries

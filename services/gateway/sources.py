@@ -1,0 +1,96 @@
+"""The gateway's view of runner and placement state: protos in at the edge, a RoutingTable out.
+
+`RoutingSources` keeps the latest message of each Watch stream and rebuilds the table on every change;
+readers take `sources.table`, a reference swap, so a request never sees a half-built table.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.gateway.routing import LocalServer, PlanRole, PlannedModel, RoutingTable, ServerState
+from services.proto.meshllm.placement.v1 import placement_pb2
+from services.proto.meshllm.runner.v1 import runner_pb2
+
+_SERVER_STATES = {
+    runner_pb2.PROCESS_STATE_STARTING: ServerState.STARTING,
+    runner_pb2.PROCESS_STATE_READY: ServerState.READY,
+    runner_pb2.PROCESS_STATE_BACKOFF: ServerState.BACKOFF,
+    runner_pb2.PROCESS_STATE_STOPPING: ServerState.STOPPING,
+    runner_pb2.PROCESS_STATE_FAILED: ServerState.FAILED,
+}
+
+_PLAN_ROLES = {
+    placement_pb2.ASSIGNMENT_ROLE_SOLO: PlanRole.SOLO,
+    placement_pb2.ASSIGNMENT_ROLE_SPLIT_HOST: PlanRole.SPLIT_HOST,
+    placement_pb2.ASSIGNMENT_ROLE_SPLIT_WORKER: PlanRole.SPLIT_WORKER,
+    placement_pb2.ASSIGNMENT_ROLE_STANDBY: PlanRole.STANDBY,
+    placement_pb2.ASSIGNMENT_ROLE_WAITING: PlanRole.WAITING,
+    placement_pb2.ASSIGNMENT_ROLE_DOES_NOT_FIT: PlanRole.DOES_NOT_FIT,
+}
+
+
+def servers_from_runner(status: runner_pb2.RunnerStatus) -> tuple[LocalServer, ...]:
+    """The llama-servers of a runner status; rpc-servers serve no API and are left out."""
+    servers = []
+    for process in status.processes:
+        if process.spec.kind != runner_pb2.PROCESS_KIND_LLAMA_SERVER or not process.spec.model:
+            continue
+        state = _SERVER_STATES.get(process.state, ServerState.STARTING)
+        servers.append(
+            LocalServer(
+                model=process.spec.model,
+                state=state,
+                host=process.host,
+                port=process.port,
+                last_error=process.last_error,
+                since_unix_s=process.state_since_unix_s,
+            )
+        )
+    return tuple(servers)
+
+
+def plan_models(plan: placement_pb2.Plan) -> tuple[PlannedModel, ...]:
+    return tuple(
+        PlannedModel(model=a.model, role=_PLAN_ROLES[a.role], reasons=tuple(a.reasons))
+        for a in plan.assignments
+        if a.model and a.role in _PLAN_ROLES
+    )
+
+
+class RoutingSources:
+    """The latest runner and placement state, and the table derived from both."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._servers: tuple[LocalServer, ...] = ()
+        self._plan: tuple[PlannedModel, ...] = ()
+        self._logger = logger or logging.getLogger("gateway.routing")
+        self.table = RoutingTable.empty()
+        self.runner_connected = False
+        self.placement_connected = False
+
+    async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
+        self.runner_connected = True
+        self._servers = servers_from_runner(status)
+        self._rebuild()
+
+    async def on_plan(self, plan: placement_pb2.Plan) -> None:
+        self.placement_connected = True
+        self._plan = plan_models(plan)
+        self._rebuild()
+
+    # On a lost stream the last known state stays: the llama-servers usually outlive a runner
+    # restart for a moment, and a dead one turns into a 503 on connect anyway. The resubscription
+    # brings the full state back.
+    async def on_runner_lost(self) -> None:
+        self.runner_connected = False
+
+    async def on_placement_lost(self) -> None:
+        self.placement_connected = False
+
+    def _rebuild(self) -> None:
+        table = RoutingTable.build(self._servers, self._plan)
+        if table.entries != self.table.entries:
+            summary = ", ".join(f"{e.model}={e.state}" for e in table.entries) or "none"
+            self._logger.info("routes: %s", summary)
+        self.table = table

@@ -1,0 +1,166 @@
+"""One supervised llama.cpp process: start, wait for health, restart with backoff, stop without orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from services.runner import commands, failure, health, launch
+from services.runner.backoff import RestartBackoff
+from services.runner.binaries import LlamaNotBuilt
+from services.runner.pidfile import PidRegistry, kill_group
+from services.runner.spec import ProcessKind, ProcessSpec, ProcessState, ProcessStatus
+
+log = logging.getLogger("runner.process")
+
+STOP_GRACE_S = 5.0
+KILL_WAIT_S = 5.0
+
+
+class LaunchError(Exception):
+    """Starting cannot succeed until something changes (missing model file or binaries): no retry."""
+
+
+class SupervisedProcess:
+    """Owns one lifecycle task; `status` is always current and `on_change` fires on every update."""
+
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        find_bin_dir: Callable[[], Path],
+        log_dir: Path,
+        pids: PidRegistry,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self._find_bin_dir = find_bin_dir
+        self._log = launch.ProcessLog(launch.log_path_for(log_dir, spec.key))
+        self._pids = pids
+        self._on_change = on_change
+        self._status = ProcessStatus(spec=spec, state=ProcessState.STARTING, state_since_unix_s=time.time())
+        self._backoff = RestartBackoff(give_up=not spec.rpc_endpoints)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> ProcessStatus:
+        return self._status
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name=f"supervise {self.spec.key}")
+
+    async def stop(self) -> None:
+        """Cancel supervision, then SIGTERM the process group, SIGKILL it after STOP_GRACE_S."""
+        self._set(state=ProcessState.STOPPING)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._terminate()
+        log.info("stopped %s", self.spec.key)
+
+    def _set(self, **changes: object) -> None:
+        if "state" in changes and changes["state"] != self._status.state:
+            changes["state_since_unix_s"] = time.time()
+        self._status = replace(self._status, **changes)  # type: ignore[arg-type]
+        self._on_change()
+
+    async def _supervise(self) -> None:
+        try:
+            while True:
+                healthy_for_s = await self._run_once()
+                delay_s = self._backoff.on_exit(healthy_for_s)
+                if delay_s is None:
+                    log.warning("giving up on %s: %s", self.spec.key, self._status.last_error)
+                    self._set(state=ProcessState.FAILED, pid=0)
+                    return
+                log.info("%s died (%s); restarting in %.1f s", self.spec.key, self._status.last_error, delay_s)
+                self._set(state=ProcessState.BACKOFF, pid=0)
+                await asyncio.sleep(delay_s)
+                self._set(restarts=self._status.restarts + 1)
+        except LaunchError as exc:
+            log.warning("cannot start %s: %s", self.spec.key, exc)
+            self._set(state=ProcessState.FAILED, pid=0, last_error=str(exc))
+        except OSError as exc:  # no free port, log dir unwritable: report it rather than die silently
+            log.exception("supervising %s failed", self.spec.key)
+            self._set(state=ProcessState.FAILED, pid=0, last_error=f"runner error: {exc}")
+
+    def _argv(self, port: int) -> list[str]:
+        if self.spec.kind is ProcessKind.LLAMA_SERVER and not Path(self.spec.model_path).is_file():
+            raise LaunchError(f"model file {self.spec.model_path} does not exist")
+        if self.spec.draft_model_path and not Path(self.spec.draft_model_path).is_file():
+            raise LaunchError(f"draft model file {self.spec.draft_model_path} does not exist")
+        try:
+            bin_dir = self._find_bin_dir()
+        except LlamaNotBuilt as exc:
+            raise LaunchError(str(exc)) from exc
+        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1)
+
+    async def _run_once(self) -> float:
+        """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never)."""
+        port = launch.pick_port(self._status.port)
+        argv = self._argv(port)
+        log_fd, log_offset = self._log.open_run(argv)
+        try:
+            self._proc = await launch.spawn(argv, log_fd)
+        except OSError as exc:
+            raise LaunchError(f"cannot execute {argv[0]}: {exc}") from exc
+        proc = self._proc
+        self._pids.add(proc.pid)
+        self._set(state=ProcessState.STARTING, port=port, pid=proc.pid)
+        log.debug("started %s pid=%d port=%d", self.spec.key, proc.pid, port)
+        ready_at = await self._wait_ready_or_exit(proc, port)
+        await proc.wait()
+        healthy_for_s = time.monotonic() - ready_at if ready_at is not None else 0.0
+        self._forget(proc)
+        tail = await asyncio.to_thread(self._log.tail_since, log_offset)
+        self._set(last_error=failure.summarize_exit(proc.returncode, tail))
+        return healthy_for_s
+
+    async def _wait_ready_or_exit(self, proc: asyncio.subprocess.Process, port: int) -> float | None:
+        """Monotonic time it became READY, or None if it exited (or was killed) before that."""
+        ready = asyncio.create_task(health.wait_until_ready(self.spec.kind, port))
+        exited = asyncio.create_task(proc.wait())
+        try:
+            await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ready, exited):
+                task.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if ready.cancelled() or ready.exception() is not None:
+            if proc.returncode is None:  # the health deadline passed: treat a hung load as a failure
+                log.warning("%s: %s; killing it", self.spec.key, ready.exception())
+                kill_group(proc.pid, signal.SIGKILL)
+            return None
+        log.info("%s ready on port %d", self.spec.key, port)
+        # last_error stays: after a restart it says why the previous run died.
+        self._set(state=ProcessState.READY)
+        return time.monotonic()
+
+    def _forget(self, proc: asyncio.subprocess.Process) -> None:
+        # Anything the leader left behind in its group goes with it: no orphans.
+        kill_group(proc.pid, signal.SIGKILL)
+        self._pids.discard(proc.pid)
+        self._proc = None
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            kill_group(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("%s ignored SIGTERM for %.0f s; killing it", self.spec.key, STOP_GRACE_S)
+                kill_group(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
+        self._forget(proc)

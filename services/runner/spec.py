@@ -1,0 +1,115 @@
+"""The runner's own types, mirroring runner.proto at the edge (DESIGN §9 habit 2)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from collections.abc import Iterable
+
+from services.proto.meshllm.runner.v1 import runner_pb2
+
+LOOPBACK_HOST = "127.0.0.1"
+
+
+class InvalidSpec(ValueError):
+    """A desired process set the runner cannot act on (the caller's mistake, not ours)."""
+
+
+class ProcessKind(enum.IntEnum):
+    LLAMA_SERVER = runner_pb2.PROCESS_KIND_LLAMA_SERVER
+    RPC_SERVER = runner_pb2.PROCESS_KIND_RPC_SERVER
+
+
+class ProcessState(enum.IntEnum):
+    STARTING = runner_pb2.PROCESS_STATE_STARTING
+    READY = runner_pb2.PROCESS_STATE_READY
+    BACKOFF = runner_pb2.PROCESS_STATE_BACKOFF
+    STOPPING = runner_pb2.PROCESS_STATE_STOPPING
+    FAILED = runner_pb2.PROCESS_STATE_FAILED
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run. Equality decides whether Apply must restart a process."""
+
+    key: str
+    kind: ProcessKind
+    model: str = ""
+    model_path: str = ""
+    rpc_endpoints: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
+    context_size: int = 0
+    extra_args: tuple[str, ...] = ()
+    draft_model_path: str = ""
+
+    @classmethod
+    def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
+        if not message.key:
+            raise InvalidSpec("every process needs a key")
+        if message.kind not in ProcessKind._value2member_map_:
+            raise InvalidSpec(f"{message.key}: kind must be LLAMA_SERVER or RPC_SERVER")
+        kind = ProcessKind(message.kind)
+        if kind is ProcessKind.LLAMA_SERVER and not message.model_path:
+            raise InvalidSpec(f"{message.key}: llama-server needs a model_path")
+        if message.context_size < 0:
+            raise InvalidSpec(f"{message.key}: context_size must not be negative")
+        return cls(
+            key=message.key,
+            kind=kind,
+            model=message.model,
+            model_path=message.model_path,
+            rpc_endpoints=tuple(message.rpc_endpoints),
+            tensor_split=tuple(message.tensor_split),
+            context_size=message.context_size,
+            extra_args=tuple(message.extra_args),
+            draft_model_path=message.draft_model_path,
+        )
+
+    def to_proto(self) -> runner_pb2.ProcessSpec:
+        return runner_pb2.ProcessSpec(
+            key=self.key,
+            kind=int(self.kind),  # type: ignore[arg-type]
+            model=self.model,
+            model_path=self.model_path,
+            rpc_endpoints=self.rpc_endpoints,
+            tensor_split=self.tensor_split,
+            context_size=self.context_size,
+            extra_args=self.extra_args,
+            draft_model_path=self.draft_model_path,
+        )
+
+
+def specs_from_proto(messages: Iterable[runner_pb2.ProcessSpec]) -> dict[str, ProcessSpec]:
+    specs: dict[str, ProcessSpec] = {}
+    for message in messages:
+        spec = ProcessSpec.from_proto(message)
+        if spec.key in specs:
+            raise InvalidSpec(f"duplicate process key {spec.key!r}")
+        specs[spec.key] = spec
+    return specs
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """A snapshot of one supervised process."""
+
+    spec: ProcessSpec
+    state: ProcessState
+    port: int = 0
+    pid: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    state_since_unix_s: float = 0.0
+    host: str = LOOPBACK_HOST
+
+    def to_proto(self) -> runner_pb2.ProcessStatus:
+        return runner_pb2.ProcessStatus(
+            spec=self.spec.to_proto(),
+            state=int(self.state),  # type: ignore[arg-type]
+            host=self.host,
+            port=self.port,
+            pid=self.pid,
+            restarts=self.restarts,
+            last_error=self.last_error,
+            state_since_unix_s=self.state_since_unix_s,
+        )
