@@ -1,11 +1,11 @@
-"""The runner service: gRPC (runner.proto) over the process fleet. Thin shell; the work is in fleet/process."""
+"""The runner service: gRPC (runner.proto) over the process fleet; the work is in fleet.py and process.py."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -52,7 +52,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             yield status_message(generation, statuses)
 
 
-def _bin_dir_finder(cfg: NodeConfig) -> functools._lru_cache_wrapper[Path]:
+def _bin_dir_finder(cfg: NodeConfig) -> Callable[[], Path]:
     # Cached once found; a failure is not cached, so `make llama` while the node runs is picked up.
     return functools.cache(lambda: find_llama_bin_dir(cfg.llama_bin_dir))
 

@@ -29,7 +29,7 @@ def _missing(bin_dir: Path) -> list[str]:
 def _checked(bin_dir: Path, origin: str) -> Path:
     missing = _missing(bin_dir)
     if missing:
-        raise LlamaNotBuilt(f"{origin} {bin_dir} lacks {', '.join(missing)}")
+        raise LlamaNotBuilt(f"{origin} {bin_dir} lacks {', '.join(missing)}: point it at a llama.cpp build")
     return bin_dir
 
 

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+# ggml's abort handler attaches gdb for a backtrace of every thread: seconds of delay before a restart,
+# and pages of log that would push the real error out of the tail we summarize.
+CHILD_ENV_OVERRIDES = {"GGML_NO_BACKTRACE": "1"}
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 LOG_TAIL_BYTES = 16 * 1024
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -43,21 +41,29 @@ def pick_port(preferred: int = 0) -> int:
     raise OSError("no free TCP port on 127.0.0.1")
 
 
-def _death_signal_preexec() -> Callable[[], None] | None:
+# Runs between our fork and the llama.cpp exec: arm PDEATHSIG (it survives execve), then become argv.
+# A tiny interpreter rather than preexec_fn: Python code in a forked child of a threaded process (gRPC)
+# can deadlock, and without preexec_fn CPython may use vfork, which skips gRPC's fork handlers.
+_PDEATHSIG_SHIM = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_PDEATHSIG) failed: errno %d" % ctypes.get_errno())
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_death_signal(argv: list[str]) -> list[str]:
+    """argv wrapped so the kernel SIGKILLs it when the runner dies (Linux; elsewhere argv unchanged).
+
+    The runner may already be gone before the shim arms the signal; then nobody would ever signal
+    the child, so the shim checks its parent pid and exits instead.
+    """
     if not sys.platform.startswith("linux"):
-        return None
-    # Resolved in the parent: after fork, only async-signal-safe work should happen.
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
-    parent_pid = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        # The runner may have died between fork and prctl; then nobody would ever signal us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return arm
+        return argv
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
 
 
 class ProcessLog:
@@ -91,16 +97,18 @@ class ProcessLog:
 
 
 async def spawn(argv: list[str], log_fd: int) -> asyncio.subprocess.Process:
-    """Start argv in a new session with stdout+stderr appended to log_fd (closed here)."""
+    """Start argv in a new session with stdout+stderr appended to log_fd (closed here).
+
+    PDEATHSIG fires when the forking *thread* exits: this must run on the event loop's (main) thread.
+    """
     try:
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *with_death_signal(argv),
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # PDEATHSIG fires when the forking *thread* exits: this runs on the event loop (main) thread.
-            preexec_fn=_death_signal_preexec(),
+            env={**os.environ, **CHILD_ENV_OVERRIDES},
         )
     finally:
         os.close(log_fd)

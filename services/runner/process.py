@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from services.runner import commands, failure, health, launch
+from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
 from services.runner.binaries import LlamaNotBuilt
 from services.runner.pidfile import PidRegistry, kill_group
@@ -48,6 +48,7 @@ class SupervisedProcess:
         self._backoff = RestartBackoff(give_up=not spec.rpc_endpoints)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
+        self._traits: gguf_meta.ModelTraits | None = None
 
     @property
     def status(self) -> ProcessStatus:
@@ -81,7 +82,8 @@ class SupervisedProcess:
                     log.warning("giving up on %s: %s", self.spec.key, self._status.last_error)
                     self._set(state=ProcessState.FAILED, pid=0)
                     return
-                log.info("%s died (%s); restarting in %.1f s", self.spec.key, self._status.last_error, delay_s)
+                error = self._status.last_error
+                log.info("%s died (%s); restarting in %.1f s", self.spec.key, error, delay_s)
                 self._set(state=ProcessState.BACKOFF, pid=0)
                 await asyncio.sleep(delay_s)
                 self._set(restarts=self._status.restarts + 1)
@@ -92,21 +94,37 @@ class SupervisedProcess:
             log.exception("supervising %s failed", self.spec.key)
             self._set(state=ProcessState.FAILED, pid=0, last_error=f"runner error: {exc}")
 
-    def _argv(self, port: int) -> list[str]:
+    async def _model_traits(self) -> gguf_meta.ModelTraits | None:
+        """Read once per process; an unreadable header is left for llama-server to report in its log."""
+        if self._traits is None and self.spec.kind is ProcessKind.LLAMA_SERVER:
+            try:
+                path = Path(self.spec.model_path)
+                self._traits = await asyncio.to_thread(gguf_meta.read_model_traits, path)
+            except (OSError, ValueError) as exc:
+                log.debug("%s: cannot read GGUF header: %s", self.spec.key, exc)
+        return self._traits
+
+    def _check_launchable(self) -> Path:
+        """The bin dir, once the files a start needs are known to exist. Blocking: run in a thread
+        (until the binaries are found, this runs build.py --print-dir)."""
         if self.spec.kind is ProcessKind.LLAMA_SERVER and not Path(self.spec.model_path).is_file():
             raise LaunchError(f"model file {self.spec.model_path} does not exist")
         if self.spec.draft_model_path and not Path(self.spec.draft_model_path).is_file():
             raise LaunchError(f"draft model file {self.spec.draft_model_path} does not exist")
         try:
-            bin_dir = self._find_bin_dir()
+            return self._find_bin_dir()
         except LlamaNotBuilt as exc:
             raise LaunchError(str(exc)) from exc
-        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1)
+
+    async def _argv(self, port: int) -> list[str]:
+        bin_dir = await asyncio.to_thread(self._check_launchable)
+        traits = await self._model_traits()
+        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits)
 
     async def _run_once(self) -> float:
         """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never)."""
         port = launch.pick_port(self._status.port)
-        argv = self._argv(port)
+        argv = await self._argv(port)
         log_fd, log_offset = self._log.open_run(argv)
         try:
             self._proc = await launch.spawn(argv, log_fd)
@@ -134,10 +152,12 @@ class SupervisedProcess:
             for task in (ready, exited):
                 task.cancel()
             await asyncio.gather(ready, exited, return_exceptions=True)
-        if ready.cancelled() or ready.exception() is not None:
-            if proc.returncode is None:  # the health deadline passed: treat a hung load as a failure
-                log.warning("%s: %s; killing it", self.spec.key, ready.exception())
-                kill_group(proc.pid, signal.SIGKILL)
+        if ready.cancelled():  # it exited first
+            return None
+        not_ready = ready.exception()
+        if not_ready is not None:  # the health deadline passed: a hung load counts as a failure
+            log.warning("%s: %s; killing it", self.spec.key, not_ready)
+            kill_group(proc.pid, signal.SIGKILL)
             return None
         log.info("%s ready on port %d", self.spec.key, port)
         # last_error stays: after a restart it says why the previous run died.

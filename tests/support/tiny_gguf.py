@@ -35,7 +35,8 @@ class TinyModelError(ValueError):
 
 def _byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (what byte-level BPE vocabularies store)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    ranges = ((ord("!"), ord("~")), (ord("¡"), ord("¬")), (ord("®"), ord("ÿ")))
+    printable = [b for first, last in ranges for b in range(first, last + 1)]
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(BYTE_TOKEN_COUNT):
@@ -48,7 +49,7 @@ def _byte_to_unicode() -> dict[int, str]:
 def _merges(count: int) -> list[tuple[str, str]]:
     space = _byte_to_unicode()[ord(" ")]
     pairs = [(space, letter) for letter in MERGE_LETTERS]
-    pairs += list(itertools.product(MERGE_LETTERS, repeat=2))
+    pairs += [(left, right) for left, right in itertools.product(MERGE_LETTERS, repeat=2)]
     if count > len(pairs):
         raise TinyModelError(f"at most {len(pairs)} merges available, asked for {count}")
     return pairs[:count]

@@ -1,0 +1,117 @@
+"""ProcessSpec -> argv (services/runner/commands.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.runner.commands import (
+    DEFAULT_CONTEXT_SIZE_TOKENS,
+    LLAMA_SERVER_FLAGS,
+    RPC_SERVER_FLAGS,
+    TEMPLATES_DIR,
+    build_argv,
+    chat_template_args,
+    default_threads,
+)
+from services.runner.gguf_meta import ModelTraits
+from services.runner.spec import ProcessKind, ProcessSpec
+
+BIN = Path("/opt/llama/bin")
+
+
+def llama_spec(**overrides: object) -> ProcessSpec:
+    fields: dict[str, object] = {
+        "key": "llama-server/tiny",
+        "kind": ProcessKind.LLAMA_SERVER,
+        "model": "tiny",
+        "model_path": "/models/tiny.gguf",
+    }
+    fields.update(overrides)
+    return ProcessSpec(**fields)  # type: ignore[arg-type]
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_llama_server_basics() -> None:
+    argv = build_argv(llama_spec(context_size=2048), BIN, port=4321, cpu_count=8)
+    assert argv[0] == "/opt/llama/bin/llama-server"
+    assert flag_value(argv, "-m") == "/models/tiny.gguf"
+    assert flag_value(argv, "--host") == "127.0.0.1"
+    assert flag_value(argv, "--port") == "4321"
+    assert flag_value(argv, "-c") == "2048"
+    assert flag_value(argv, "-t") == "4"
+    assert flag_value(argv, "--alias") == "tiny"
+    assert "--no-webui" in argv
+    assert "--jinja" in argv
+
+
+def test_default_context_size() -> None:
+    argv = build_argv(llama_spec(), BIN, port=1, cpu_count=2)
+    assert flag_value(argv, "-c") == str(DEFAULT_CONTEXT_SIZE_TOKENS)
+
+
+def test_no_split_flags_for_a_solo_server() -> None:
+    argv = build_argv(llama_spec(), BIN, port=1, cpu_count=2)
+    for flag in ("--rpc", "--tensor-split", "--model-draft"):
+        assert flag not in argv
+
+
+def test_split_host_flags() -> None:
+    spec = llama_spec(rpc_endpoints=("127.0.0.1:5001", "127.0.0.1:5002"), tensor_split=(0.25, 0.25, 0.5))
+    argv = build_argv(spec, BIN, port=1, cpu_count=2)
+    assert flag_value(argv, "--rpc") == "127.0.0.1:5001,127.0.0.1:5002"
+    assert flag_value(argv, "--tensor-split") == "0.25,0.25,0.5"
+
+
+def test_draft_model() -> None:
+    argv = build_argv(llama_spec(draft_model_path="/models/draft.gguf"), BIN, port=1, cpu_count=2)
+    assert flag_value(argv, "--model-draft") == "/models/draft.gguf"
+
+
+def test_extra_args_come_last_so_they_override() -> None:
+    argv = build_argv(llama_spec(extra_args=("-t", "7", "-ngl", "12")), BIN, port=1, cpu_count=2)
+    assert argv[-4:] == ["-t", "7", "-ngl", "12"]
+
+
+def test_rpc_server_binds_loopback_only() -> None:
+    spec = ProcessSpec(key="rpc-server/tiny", kind=ProcessKind.RPC_SERVER, model="tiny")
+    argv = build_argv(spec, BIN, port=5050, cpu_count=16)
+    assert argv == ["/opt/llama/bin/ggml-rpc-server", "-H", "127.0.0.1", "-p", "5050", "-t", "8"]
+
+
+def test_rpc_server_extra_args() -> None:
+    spec = ProcessSpec(key="rpc", kind=ProcessKind.RPC_SERVER, extra_args=("-c",))
+    assert build_argv(spec, BIN, port=1, cpu_count=2)[-1] == "-c"
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_default_threads(cpus: int, threads: int) -> None:
+    assert default_threads(cpus) == threads
+
+
+def test_model_with_its_own_template_uses_it() -> None:
+    assert chat_template_args(ModelTraits("gemma3", has_chat_template=True)) == ["--jinja"]
+
+
+def test_gemma_without_template_gets_ours() -> None:
+    args = chat_template_args(ModelTraits("gemma3", has_chat_template=False))
+    assert args == ["--jinja", "--chat-template-file", str(TEMPLATES_DIR / "gemma.jinja")]
+    assert (TEMPLATES_DIR / "gemma.jinja").is_file()
+
+
+def test_unknown_architecture_without_template_keeps_llama_cpp_default() -> None:
+    assert chat_template_args(ModelTraits("mystery", has_chat_template=False)) == ["--jinja"]
+
+
+def test_every_emitted_flag_is_declared() -> None:
+    """The declared lists are what the integration test checks against the real --help."""
+    spec = llama_spec(rpc_endpoints=("127.0.0.1:1",), tensor_split=(1.0, 1.0), draft_model_path="/d.gguf")
+    traits = ModelTraits("gemma3", has_chat_template=False)
+    llama_flags = {a for a in build_argv(spec, BIN, 1, 2, traits) if a.startswith("-")}
+    assert llama_flags <= set(LLAMA_SERVER_FLAGS)
+    rpc = ProcessSpec(key="rpc", kind=ProcessKind.RPC_SERVER)
+    assert {a for a in build_argv(rpc, BIN, 1, 2) if a.startswith("-")} <= set(RPC_SERVER_FLAGS)
