@@ -38,3 +38,10 @@ def positive_gb(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0 GB")
     return value
+
+
+def host_port(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return text

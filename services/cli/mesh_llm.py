@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from services import __version__
-from services.cli.arguments import OneLineArgumentParser, fail, port_number, positive_gb
+from services.cli.arguments import OneLineArgumentParser, fail, host_port, port_number, positive_gb
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
 from services.cli.node_status import NodeNotRunning, node_invite, node_status
 from services.mesh.invite import InvalidToken, InviteToken
@@ -46,6 +46,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)")
     parser.add_argument("--bind-port", type=port_number, default=0, help="pin the mesh's UDP port (for NAT)")
     parser.add_argument("--listen-all", action="store_true", help="bind 0.0.0.0 instead of 127.0.0.1")
+    parser.add_argument("--advertise", action="append", default=[], metavar="HOST:PORT", type=host_port,
+                        help="address peers should dial to reach this node (port forwarding, NAT)")
     parser.add_argument("--max-vram", type=positive_gb, metavar="GB", help="cap the memory offered to models")
     parser.add_argument("--split", action="store_true", help="force a tensor split even if the model fits")
     parser.add_argument("--region", default="", help="region tag (AU, US-West, EU-West, ...)")
@@ -90,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig(
         home=home, name=args.name, api_port=args.port, console_port=args.console, listen_all=args.listen_all,
         client=args.client, max_vram_gb=args.max_vram, models=tuple(models), split=args.split,
-        bind_port=args.bind_port, join_tokens=tuple(args.join), region=args.region,
+        bind_port=args.bind_port, join_tokens=tuple(args.join), region=args.region, advertise=tuple(args.advertise),
         log_format=args.log_format, context_size=args.ctx_size,
     )
 

@@ -34,7 +34,8 @@ def route_or_error(decision: Lookup) -> Route:
     if isinstance(decision, ModelLoading):
         raise OpenAIError(
             HTTPStatus.SERVICE_UNAVAILABLE,
-            f"The model '{decision.model}' is loading ({decision.detail}); retry in {decision.retry_after_s} s.",
+            f"The model '{decision.model}' is loading ({decision.detail}); "
+            f"retry in {decision.retry_after_s} s.",
             code="model_loading",
             error_type=SERVER_ERROR,
             headers={"retry-after": str(decision.retry_after_s)},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from services.gateway.routing import LocalServer, PlanRole, PlannedModel, RoutingTable, ServerState
+from services.gateway.routing import LocalServer, PlannedModel, PlanRole, RoutingTable, ServerState
 from services.proto.meshllm.placement.v1 import placement_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2
 

@@ -1,92 +1,223 @@
-"""The mesh service process: identity and membership now; QUIC peers plug in behind the same contract."""
+"""The mesh service process: identity, admission, QUIC peers, gossip transport and tunnels.
+
+Its gRPC contract (protos/meshllm/mesh/v1/mesh.proto) is all the other services see.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
+from services.mesh.addresses import advertised_addresses, bind_host
+from services.mesh.endpoint import MeshEndpoint
+from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
+from services.mesh.link import PeerLink
 from services.mesh.membership import MeshMembership, load_or_create_membership
+from services.mesh.tunnels import TunnelListeners, splice_to_local_port
 from services.node.config import NodeConfig
 from services.node.grpc_link import run_until_signalled, start_server
-from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
+from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc, wire_pb2
 
 logger = logging.getLogger("mesh")
 
+RECONNECT_INTERVAL_S = 2.0
+PEER_WATCH_REFRESH_S = 2.0
+GOSSIP_INBOX_MAX = 1024
+KNOWN_PEERS_FILE = "peers.json"
+
+
+class MeshNode:
+    """The endpoint plus what the gRPC contract needs: peer change notifications, gossip inbox, tunnels."""
+
+    def __init__(self, config: NodeConfig, identity: NodeIdentity, membership: MeshMembership, bootstrap: list[str]) -> None:
+        self.config = config
+        self.identity = identity
+        self.membership = membership
+        self.bootstrap = bootstrap
+        self.peers_changed = asyncio.Condition()
+        self.gossip_subscribers: set[asyncio.Queue[mesh_pb2.GossipMessage]] = set()
+        credentials = Credentials(identity, membership.mesh_id, membership.secret, config.name or socket.gethostname(),
+                                  (), config.client)
+        self.endpoint = MeshEndpoint(credentials, {wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream},
+                                     self._on_frame, self._peers_changed)
+        self.tunnels = TunnelListeners(lambda peer: self.endpoint.links.get(peer))
+        self._known_links: set[str] = set()
+
+    async def start(self) -> None:
+        host = bind_host(self.config, self.bootstrap)
+        port = await self.endpoint.listen(host, self.config.bind_port or self._previous_port())
+        self.endpoint.credentials.addresses = advertised_addresses(self.config, host, port)
+        (self.config.node_home.run / "mesh-port").write_text(str(port))
+        logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
+
+    def _previous_port(self) -> int:
+        """Come back on the same UDP port after a restart, so peers that remember us can redial."""
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.config.node_home.run / "mesh-port").read_text())
+        return 0
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.endpoint.credentials.addresses
+
+    async def keep_connected(self) -> None:
+        """While alone, keep dialing bootstrap addresses and peers we knew (after a restart)."""
+        while True:
+            if not self.endpoint.links:
+                for address in [*self.bootstrap, *self._remembered_addresses()]:
+                    if address in self.addresses:
+                        continue
+                    with contextlib.suppress(Exception):
+                        await self.endpoint.dial(address)
+                        break
+            await asyncio.sleep(RECONNECT_INTERVAL_S)
+
+    def _remembered_addresses(self) -> list[str]:
+        with contextlib.suppress(OSError, ValueError):
+            return list(json.loads((self.config.home / KNOWN_PEERS_FILE).read_text()))
+        return []
+
+    def _peers_changed(self) -> None:
+        current = set(self.endpoint.links)
+        for gone in self._known_links - current:
+            self.tunnels.peer_gone(gone)
+        self._known_links = current
+        addresses = [a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses]
+        with contextlib.suppress(OSError):
+            (self.config.home / KNOWN_PEERS_FILE).write_text(json.dumps(addresses[:32]))
+        asyncio.ensure_future(self._notify_peers())
+
+    async def _notify_peers(self) -> None:
+        async with self.peers_changed:
+            self.peers_changed.notify_all()
+
+    async def _on_frame(self, link: PeerLink, frame: wire_pb2.WireFrame) -> None:
+        kind = frame.WhichOneof("body")
+        if kind == "gossip":
+            message = mesh_pb2.GossipMessage(peer_node_id=link.node_id, payload=frame.gossip.payload)
+            for queue in self.gossip_subscribers:
+                if queue.qsize() < GOSSIP_INBOX_MAX:
+                    queue.put_nowait(message)
+        elif kind == "peer_announce":
+            self.endpoint.learn_from_announce(link, frame.peer_announce)
+        elif kind == "secret_update":
+            self._apply_secret_update(link, frame.secret_update)
+
+    def _apply_secret_update(self, link: PeerLink, update: wire_pb2.SecretUpdate) -> None:
+        if update.mesh_id != self.membership.mesh_id or update.epoch <= self.membership.epoch:
+            return
+        self.membership = MeshMembership(self.membership.mesh_id, update.secret, self.membership.name, update.epoch)
+        self.membership.save(self.config.node_home.mesh_config)
+        self.endpoint.credentials.secret = update.secret
+        logger.info("mesh secret rotated by a peer", extra={"peer": link.node_id[:8]})
+
+    def rotate_secret(self) -> None:
+        fresh = InviteToken.new_mesh()
+        epoch = max(self.membership.epoch + 1, int(time.time()))
+        self.membership = MeshMembership(self.membership.mesh_id, fresh.secret, self.membership.name, epoch)
+        self.membership.save(self.config.node_home.mesh_config)
+        self.endpoint.credentials.secret = fresh.secret
+        update = wire_pb2.WireFrame(secret_update=wire_pb2.SecretUpdate(
+            mesh_id=self.membership.mesh_id, secret=fresh.secret, epoch=epoch))
+        for link in self.endpoint.links.values():
+            link.send(update)
+        logger.info("mesh secret rotated; old invite tokens no longer admit new nodes")
+
+    async def _serve_http_stream(self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await splice_to_local_port(self.config.api_port, initial, reader, writer)
+
+    def invite(self) -> mesh_pb2.Invite:
+        # Our own addresses first, then a few peers': the token still works if we go away.
+        peers = [a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses[:1]]
+        token = self.membership.invite((*self.addresses, *peers)[:4])
+        return mesh_pb2.Invite(mesh_id=token.mesh_id_hex, token=token.encode(), mesh_name=self.membership.name)
+
+    def peer_list(self) -> mesh_pb2.ListPeersResponse:
+        peers = []
+        for link in sorted(self.endpoint.links.values(), key=lambda l: l.node_id):
+            peers.append(mesh_pb2.Peer(
+                node_id=link.node_id, name=link.peer.name, address=link.address or ",".join(link.peer.addresses[:1]),
+                rtt_ms=round(link.rtt_ms + (link.via.rtt_ms if link.via else 0.0), 3),
+                path=mesh_pb2.PEER_PATH_RELAYED if link.is_relayed else mesh_pb2.PEER_PATH_DIRECT,
+                relay_node_id=link.via.node_id if link.via else "", connected_unix_s=link.connected_at,
+            ))
+        return mesh_pb2.ListPeersResponse(peers=peers)
+
 
 class MeshServicer(mesh_pb2_grpc.MeshServicer):
-    def __init__(self, config: NodeConfig, identity: NodeIdentity, membership: MeshMembership) -> None:
-        self._config = config
-        self._identity = identity
-        self._membership = membership
-        self._peers: dict[str, mesh_pb2.Peer] = {}
-        self._peers_changed = asyncio.Condition()
-
-    def _addresses(self) -> tuple[str, ...]:
-        return ()
+    def __init__(self, node: MeshNode) -> None:
+        self._node = node
 
     async def GetIdentity(self, request: mesh_pb2.GetIdentityRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Identity:
-        return mesh_pb2.Identity(
-            node_id=self._identity.node_id,
-            short_id=self._identity.short_id,
-            public_key=self._identity.public_bytes,
-            name=self._config.name or socket.gethostname(),
-            addresses=list(self._addresses()),
-        )
-
-    def _invite(self) -> mesh_pb2.Invite:
-        token = self._membership.invite(self._addresses())
-        return mesh_pb2.Invite(mesh_id=token.mesh_id_hex, token=token.encode(), mesh_name=self._membership.name)
+        identity = self._node.identity
+        return mesh_pb2.Identity(node_id=identity.node_id, short_id=identity.short_id, public_key=identity.public_bytes,
+                                 name=self._node.endpoint.credentials.name, addresses=list(self._node.addresses))
 
     async def GetInvite(self, request: mesh_pb2.GetInviteRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Invite:
-        return self._invite()
+        return self._node.invite()
 
     async def RotateSecret(self, request: mesh_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Invite:
-        fresh = InviteToken.new_mesh()
-        self._membership = MeshMembership(self._membership.mesh_id, fresh.secret, self._membership.name)
-        self._membership.save(self._config.node_home.mesh_config)
-        logger.info("mesh secret rotated; old invite tokens no longer admit new nodes")
-        return self._invite()
-
-    def _peer_list(self) -> mesh_pb2.ListPeersResponse:
-        return mesh_pb2.ListPeersResponse(peers=sorted(self._peers.values(), key=lambda p: p.node_id))
+        self._node.rotate_secret()
+        return self._node.invite()
 
     async def ListPeers(self, request: mesh_pb2.ListPeersRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ListPeersResponse:
-        return self._peer_list()
+        return self._node.peer_list()
 
     async def WatchPeers(self, request: mesh_pb2.WatchPeersRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[mesh_pb2.ListPeersResponse]:
         while True:
-            yield self._peer_list()
-            async with self._peers_changed:
-                await self._peers_changed.wait()
+            yield self._node.peer_list()
+            async with self._node.peers_changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._node.peers_changed.wait(), PEER_WATCH_REFRESH_S)
 
     async def SendGossip(self, request: mesh_pb2.GossipMessage, context: grpc.aio.ServicerContext) -> mesh_pb2.SendGossipResponse:
-        if request.peer_node_id not in self._peers:
+        link = self._node.endpoint.links.get(request.peer_node_id)
+        if link is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no connected peer {request.peer_node_id[:8]}")
+        link.send(wire_pb2.WireFrame(gossip=wire_pb2.GossipPayload(payload=request.payload)))
         return mesh_pb2.SendGossipResponse()
 
     async def ReceiveGossip(self, request: mesh_pb2.ReceiveGossipRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[mesh_pb2.GossipMessage]:
-        # No peers yet: the stream stays open so the gossip service need not poll.
-        await asyncio.Event().wait()
-        yield mesh_pb2.GossipMessage()
+        queue: asyncio.Queue[mesh_pb2.GossipMessage] = asyncio.Queue()
+        self._node.gossip_subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._node.gossip_subscribers.discard(queue)
 
     async def OpenTunnel(self, request: mesh_pb2.OpenTunnelRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Tunnel:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"no connected peer {request.peer_node_id[:8]}")
-        return mesh_pb2.Tunnel()
+        if request.peer_node_id not in self._node.endpoint.links:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no connected peer {request.peer_node_id[:8]}")
+        kind = {mesh_pb2.TUNNEL_KIND_HTTP: wire_pb2.STREAM_KIND_HTTP, mesh_pb2.TUNNEL_KIND_RPC: wire_pb2.STREAM_KIND_RPC}.get(request.kind)
+        if kind is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown tunnel kind")
+        port = await self._node.tunnels.listener_for(request.peer_node_id, kind)
+        return mesh_pb2.Tunnel(host="127.0.0.1", port=port)
 
 
 async def run_mesh(config: NodeConfig) -> None:
     home = config.node_home
     home.ensure()
     identity = await asyncio.to_thread(load_or_create_identity, home.identity_key)
-    join = InviteToken.decode(config.join_tokens[0]) if config.join_tokens else None
-    membership = load_or_create_membership(home.mesh_config, join)
-    servicer = MeshServicer(config, identity, membership)
-    server = await start_server(home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(servicer, s))
+    tokens = [InviteToken.decode(t) for t in config.join_tokens]
+    membership = load_or_create_membership(home.mesh_config, tokens[0] if tokens else None)
+    bootstrap = [a for t in tokens for a in t.addresses]
+    node = MeshNode(config, identity, membership, bootstrap)
+    await node.start()
+    server = await start_server(home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(MeshServicer(node), s))
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
-    await run_until_signalled(server)
+    try:
+        await run_until_signalled(server, node.keep_connected())
+    finally:
+        node.tunnels.close()
+        await node.endpoint.close()

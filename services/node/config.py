@@ -41,6 +41,8 @@ class NodeConfig:
     split: bool = False
     bind_port: int = 0
     join_tokens: tuple[str, ...] = ()
+    # host:port others should dial to reach this node (port forwarding, NAT, test link simulators).
+    advertise: tuple[str, ...] = ()
     region: str = ""
     log_format: str = "pretty"
     log_level: str = "info"
@@ -69,6 +71,7 @@ class NodeConfig:
         data["home"] = str(self.home)
         data["models"] = [asdict(m) for m in self.models]
         data["join_tokens"] = list(self.join_tokens)
+        data["advertise"] = list(self.advertise)
         if self.max_vram_gb is None:
             del data["max_vram_gb"]
         self.node_home.ensure()
@@ -88,6 +91,7 @@ class NodeConfig:
         data["home"] = Path(data.get("home") or home)
         data["models"] = tuple(ModelRequest(**m) for m in data.get("models", []))
         data["join_tokens"] = tuple(data.get("join_tokens", []))
+        data["advertise"] = tuple(data.get("advertise", []))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
