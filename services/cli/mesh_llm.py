@@ -124,7 +124,8 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
     console.print(f"  Console  {config.console_url}")
     for route in current.models:
         console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
-    console.print(f"  Invite   {invite.token}")
+    # Never wrapped: the token must survive copy-paste from any terminal width.
+    console.print(f"  Invite   {invite.token}", soft_wrap=True)
     console.print(f"  Logs     {config.node_home.logs}")
     console.print("[dim]Ctrl-C stops the node.[/]")
 

@@ -10,8 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.arguments import OneLineArgumentParser
-from services.cli.node_status import NodeNotRunning, node_invite, node_plan, node_status, rotate_secret
+from services.cli.node_status import (
+    NodeNotRunning,
+    mesh_view,
+    node_invite,
+    node_peers,
+    node_plan,
+    node_status,
+    rotate_secret,
+)
 from services.node.home import SERVICES, NodeHome, default_home
+from services.proto.meshllm.gossip.v1 import gossip_pb2
+from services.proto.meshllm.mesh.v1 import mesh_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
 
 PROG = "meshctl"
@@ -43,6 +53,28 @@ def show_models(home: NodeHome, console: Console, status=None) -> None:  # type:
     console.print(models)
 
 
+def _role_of(record: gossip_pb2.NodeRecord) -> str:
+    if record.is_client:
+        return "client"
+    roles = {gossip_pb2.ModelRole.Name(s.role).removeprefix("MODEL_ROLE_").lower() for s in record.served}
+    return ",".join(sorted(roles)) or "standby"
+
+
+def show_peers(home: NodeHome, console: Console) -> None:
+    peers = node_peers(home).peers
+    records = {r.node_id: r for r in mesh_view(home).nodes}
+    table = Table("id", "name", "address", "rtt", "vram", "models", "role", "path", title="peers")
+    for peer in peers:
+        record = records.get(peer.node_id, gossip_pb2.NodeRecord())
+        path = "relayed via " + peer.relay_node_id[:8] if peer.path == mesh_pb2.PEER_PATH_RELAYED else "direct"
+        models = ", ".join(s.name for s in record.served) or ", ".join(record.models_wanted)
+        table.add_row(peer.node_id[:8], peer.name, peer.address, f"{peer.rtt_ms:.1f} ms",
+                      f"{record.vram_bytes / 1e9:.1f} GB", models, _role_of(record), path)
+    if not peers:
+        table.add_row("(no peers)", "", "", "", "", "", "", "")
+    console.print(table)
+
+
 def show_plan(home: NodeHome, console: Console) -> None:
     plan = node_plan(home)
     console.print(f"plan generation {plan.generation} for node {plan.node_id[:8]}, "
@@ -67,6 +99,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     commands.add_parser("status", help="services, models and processes of this node")
+    commands.add_parser("peers", help="nodes this node is connected to")
     commands.add_parser("models", help="models this node can route to")
     commands.add_parser("plan", help="this node's placement and why")
     commands.add_parser("invite", help="print the invite token")
@@ -84,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "status":
             show_status(home, console)
+        elif args.command == "peers":
+            show_peers(home, console)
         elif args.command == "models":
             show_models(home, console)
         elif args.command == "plan":

@@ -6,6 +6,7 @@ import grpc
 
 from services.node.home import NodeHome
 from services.proto.meshllm.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
 
@@ -64,4 +65,20 @@ def node_plan(home: NodeHome) -> placement_pb2.Plan:
         home,
         "placement",
         lambda ch: placement_pb2_grpc.PlacementStub(ch).GetPlan(placement_pb2.GetPlanRequest(), timeout=STATUS_TIMEOUT_S),
+    )
+
+
+def node_peers(home: NodeHome) -> mesh_pb2.ListPeersResponse:
+    return _call(
+        home,
+        "mesh",
+        lambda ch: mesh_pb2_grpc.MeshStub(ch).ListPeers(mesh_pb2.ListPeersRequest(), timeout=STATUS_TIMEOUT_S),
+    )
+
+
+def mesh_view(home: NodeHome) -> gossip_pb2.MeshView:
+    return _call(
+        home,
+        "gossip",
+        lambda ch: gossip_pb2_grpc.GossipStub(ch).GetView(gossip_pb2.GetViewRequest(), timeout=STATUS_TIMEOUT_S),
     )

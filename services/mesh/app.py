@@ -145,7 +145,7 @@ class MeshNode:
         peers = []
         for link in sorted(self.endpoint.links.values(), key=lambda l: l.node_id):
             peers.append(mesh_pb2.Peer(
-                node_id=link.node_id, name=link.peer.name, address=link.address or ",".join(link.peer.addresses[:1]),
+                node_id=link.node_id, name=link.peer.name, address=(link.peer.addresses or (link.address,))[0],
                 rtt_ms=round(link.rtt_ms + (link.via.rtt_ms if link.via else 0.0), 3),
                 path=mesh_pb2.PEER_PATH_RELAYED if link.is_relayed else mesh_pb2.PEER_PATH_DIRECT,
                 relay_node_id=link.via.node_id if link.via else "", connected_unix_s=link.connected_at,

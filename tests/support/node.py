@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -119,6 +120,33 @@ class RunningNode:
         response.raise_for_status()
         return response.json()
 
+    def invite(self) -> str:
+        from services.cli.node_status import node_invite
+
+        return node_invite(self.node_home).token
+
+    def log_contains(self, service: str, text: str) -> bool:
+        path = self.node_home.logs / f"{service}.log"
+        return path.exists() and text in path.read_text(errors="replace")
+
+    def servers_of(self, model: str) -> list[str]:
+        listing = httpx.get(f"{self.api_base}/models", timeout=5).json()["data"]
+        for entry in listing:
+            if entry["id"] == model:
+                return sorted(entry["mesh"]["nodes"])
+        return []
+
+    def kill_hard(self) -> None:
+        """SIGKILL every process of this node at once (a machine losing power, as far as peers see)."""
+        victims = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_has(p, self.home)]
+        if self.process is not None:
+            victims.append(self.process.pid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(10)
+
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 60) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
@@ -128,6 +156,13 @@ class RunningNode:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
+
+
+def _environ_has(proc: Path, home: Path) -> bool:
+    try:
+        return f"MESH_LLM_HOME={home}".encode() in (proc / "environ").read_bytes()
+    except (FileNotFoundError, PermissionError, ProcessLookupError):
+        return False
 
 
 def pid_alive(pid: int) -> bool:

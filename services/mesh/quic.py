@@ -1,0 +1,86 @@
+"""aioquic plumbing: TLS config from the node identity, and a protocol that reports streams and resets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import Callable
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from services.mesh.identity import NodeIdentity
+
+ALPN = "mesh-llm/1"
+QUIC_IDLE_TIMEOUT_S = 5.0
+# Tunnels carry prompt uploads and token streams: open the windows well past aioquic's defaults.
+MAX_CONNECTION_DATA_BYTES = 16 * 1024 * 1024
+MAX_STREAM_DATA_BYTES = 4 * 1024 * 1024
+
+
+def self_signed_certificate(identity: NodeIdentity) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.node_id)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(identity.public_key)
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC))
+        .sign(identity.private_key, None)
+    )
+
+
+def quic_configuration(identity: NodeIdentity, is_client: bool) -> QuicConfiguration:
+    configuration = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        idle_timeout=QUIC_IDLE_TIMEOUT_S,
+        max_data=MAX_CONNECTION_DATA_BYTES,
+        max_stream_data=MAX_STREAM_DATA_BYTES,
+        # Certificates are self-signed node keys: admission checks the key, not a CA chain.
+        verify_mode=ssl.CERT_NONE,
+    )
+    if not is_client:
+        configuration.certificate = self_signed_certificate(identity)
+        configuration.private_key = identity.private_key
+    return configuration
+
+
+def peer_certificate_key(protocol: QuicConnectionProtocol) -> bytes | None:
+    """The raw Ed25519 key the listener's TLS certificate carries (what the dialer checks)."""
+    certificate = getattr(protocol._quic.tls, "_peer_certificate", None)
+    if certificate is None:
+        return None
+    return certificate.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class MeshQuicProtocol(QuicConnectionProtocol):
+    """Reports new streams with their connection, and turns resets and connection loss into errors.
+
+    Stock aioquic never wakes a reader on a reset stream; a tunnel must see it to end its request.
+    """
+
+    def __init__(self, *args, on_stream: Callable[[MeshQuicProtocol, asyncio.StreamReader, asyncio.StreamWriter], None], on_lost: Callable[[MeshQuicProtocol], None], **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs["stream_handler"] = lambda reader, writer: on_stream(self, reader, writer)
+        super().__init__(*args, **kwargs)
+        self._on_lost = on_lost
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.StreamReset):
+            reader = self._stream_readers.get(event.stream_id)
+            if reader is not None:
+                reader.set_exception(ConnectionResetError("stream reset by peer"))
+            return
+        if isinstance(event, events.ConnectionTerminated):
+            for reader in self._stream_readers.values():
+                reader.set_exception(ConnectionResetError("peer connection lost"))
+            self._on_lost(self)
+            return
+        super().quic_event_received(event)
