@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
-from services.gateway.app import PortUnavailable, run_gateway
+from services.gateway.app import PortUnavailable, run_event_loop, run_gateway
 from services.node.config import ConfigError, NodeConfig
 from services.node.home import default_home
 from services.node.logs import configure_logging
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     logger = configure_logging("gateway", config.log_format, config.log_level)
     try:
-        asyncio.run(run_gateway(config, logger))
+        run_event_loop(run_gateway(config, logger))
     except PortUnavailable as exc:
         logger.error("cannot listen: %s (choose another with --port / --console-port)", exc)
         return EXIT_CONFIG_ERROR

@@ -6,13 +6,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.gateway.errors import install_error_handlers
+from services.gateway._fastapi import new_app
 from services.gateway.status import StatusReporter
 
 
 def build_console_app(reporter: StatusReporter) -> FastAPI:
-    app = FastAPI(title="mesh-llm console", docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app)
+    app = new_app("mesh-llm console")
 
     @app.get("/api/status")
     async def api_status() -> dict[str, Any]:

@@ -7,7 +7,6 @@ or an HTML page would surface as an unreadable exception on their side.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -18,8 +17,6 @@ from starlette.responses import Response
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
-
-_logger = logging.getLogger("gateway.errors")
 
 
 class OpenAIError(Exception):
@@ -96,8 +93,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # A bug of ours: log it with the traceback, tell the client in the same shape as any other error.
-    _logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    # A bug of ours. Starlette re-raises after this handler and uvicorn logs the traceback; here the
+    # client just gets the same shape as any other error.
     error = OpenAIError(
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "Internal gateway error.",

@@ -13,19 +13,29 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.gateway._fastapi import new_app
 from services.gateway.body import Endpoint, parse_request, read_body
-from services.gateway.errors import SERVER_ERROR, OpenAIError, install_error_handlers
+from services.gateway.errors import SERVER_ERROR, OpenAIError
 from services.gateway.proxy import UpstreamProxy
-from services.gateway.routing import Lookup, ModelEntry, ModelLoading, NotServable, Route, UnknownModel
+from services.gateway.remote import FORWARDED_HEADER, PREFER_NODE_HEADER, RemoteForwarder
+from services.gateway.routing import (
+    Lookup,
+    ModelEntry,
+    ModelLoading,
+    NotServable,
+    RemoteRoute,
+    Route,
+    UnknownModel,
+)
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters
 
 MODEL_OWNER = "mesh-llm"
 
 
-def route_or_error(decision: Lookup) -> Route:
+def route_or_error(decision: Lookup) -> Route | RemoteRoute:
     """The route of a lookup, or the OpenAI error that explains why there is none."""
-    if isinstance(decision, Route):
+    if isinstance(decision, Route | RemoteRoute):
         return decision
     if isinstance(decision, UnknownModel):
         known = ", ".join(decision.known) or "none yet"
@@ -58,7 +68,7 @@ def _model_object(entry: ModelEntry) -> dict[str, Any]:
         "object": "model",
         "created": int(entry.since_unix_s),
         "owned_by": MODEL_OWNER,
-        "meshllm": {"state": entry.state, "local": entry.local},
+        "meshllm": {"state": entry.state, "local": entry.local, "nodes": list(entry.nodes)},
     }
 
 
@@ -79,22 +89,42 @@ def _add_model_routes(app: FastAPI, sources: RoutingSources) -> None:
     app.add_route("/v1/models/{model:path}", retrieve_model, methods=["GET"])
 
 
+def _served_here(decision: Lookup) -> Lookup:
+    """A request a peer forwarded to us: serve it locally or fail; never forward it again."""
+    if isinstance(decision, RemoteRoute):
+        return NotServable(decision.model, "this node no longer serves it (forwarded request)", 1)
+    return decision
+
+
 def _add_forwarding_route(
-    app: FastAPI, endpoint: Endpoint, sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters
+    app: FastAPI,
+    endpoint: Endpoint,
+    sources: RoutingSources,
+    proxy: UpstreamProxy,
+    remote: RemoteForwarder | None,
+    counters: RequestCounters,
 ) -> None:
     async def forward(request: Request) -> Response:
         raw = await read_body(request)
         api_request = parse_request(endpoint, raw)
-        route = route_or_error(sources.table.lookup(api_request.model))
+        decision = sources.table.lookup(api_request.model)
+        if FORWARDED_HEADER in request.headers or remote is None:
+            decision = _served_here(decision)
+        route = route_or_error(decision)
         counters.started(route.model)
+        if isinstance(route, RemoteRoute):
+            preferred = request.headers.get(PREFER_NODE_HEADER, "")
+            return await remote.forward(route, endpoint.path, api_request.raw, counters.finished, preferred)
         return await proxy.forward(route, endpoint.path, api_request.raw, counters.finished)
 
     app.add_route(endpoint.path, forward, methods=["POST"])
 
 
-def build_api_app(sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters) -> FastAPI:
-    app = FastAPI(title="mesh-llm API", docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app)
+def build_api_app(
+    sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters, remote: RemoteForwarder | None = None
+) -> FastAPI:
+    """`remote` is None where the gateway has no mesh to forward through (tests, benches)."""
+    app = new_app("mesh-llm API")
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -102,5 +132,5 @@ def build_api_app(sources: RoutingSources, proxy: UpstreamProxy, counters: Reque
     app.add_route("/health", health, methods=["GET"])
     _add_model_routes(app, sources)
     for endpoint in Endpoint:
-        _add_forwarding_route(app, endpoint, sources, proxy, counters)
+        _add_forwarding_route(app, endpoint, sources, proxy, remote, counters)
     return app

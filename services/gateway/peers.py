@@ -82,5 +82,14 @@ class PeerServices:
         self._identity = NodeIdentity(reply.node_id, reply.short_id, reply.name)
         return self._identity
 
+    async def invite_token(self) -> str:
+        """Asked each time: rotate-key changes it. Empty while the mesh service is down."""
+        stub = mesh_pb2_grpc.MeshStub(self.channels["mesh"])
+        try:
+            reply = await stub.GetInvite(mesh_pb2.GetInviteRequest(), timeout=IDENTITY_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            return ""
+        return reply.token
+
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))

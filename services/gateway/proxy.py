@@ -2,41 +2,28 @@
 
 Streaming answers (SSE) are relayed chunk by chunk as they arrive, never parsed or re-framed: the
 gateway's cost per token is one read and one write. If the upstream dies mid-stream the client gets an
-OpenAI-style error event and the stream ends, so a client never waits on a dead server.
+OpenAI-style error event and the stream ends; if the client goes away the upstream exchange is
+aborted, which is what stops llama-server generating for nobody.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 
-import anyio
-import httpx
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from services.gateway.errors import SERVER_ERROR, OpenAIError
 from services.gateway.routing import MODEL_LOADING_RETRY_AFTER_S, Route
+from services.gateway.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamResponse
 
-UPSTREAM_CONNECT_TIMEOUT_S = 5.0
-# Between two reads of a response: a long prompt on a CPU-only split model can take minutes before
-# the first token, so this bounds a hung server rather than a slow one.
-UPSTREAM_READ_TIMEOUT_S = 600.0
-UPSTREAM_WRITE_TIMEOUT_S = 30.0
-UPSTREAM_POOL_TIMEOUT_S = 30.0
-UPSTREAM_MAX_CONNECTIONS = 256
-UPSTREAM_MAX_KEEPALIVE = 64
-UPSTREAM_KEEPALIVE_EXPIRY_S = 4.0  # below llama-server's (cpp-httplib) 5 s idle keep-alive
-# A pooled keep-alive connection the server closed while idle fails on first use; a second attempt on
-# a fresh connection is safe because llama-server did not start on the request.
-UPSTREAM_SEND_ATTEMPTS = 2
 UPSTREAM_UNREACHABLE_RETRY_AFTER_S = MODEL_LOADING_RETRY_AFTER_S
-
+FORWARDED_HEADER_LINE = "X-Mesh-Llm-Forwarded: 1\r\n"
 SSE_MEDIA_TYPE = "text/event-stream"
-# Ask for the body as llama-server produced it: the raw bytes are relayed without decoding.
-_UPSTREAM_HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
 # Proxies in front of us (nginx) must not buffer the event stream either.
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -44,12 +31,12 @@ _logger = logging.getLogger("gateway.proxy")
 
 
 class UpstreamUnavailable(OpenAIError):
-    """The llama-server did not accept the request (gone, restarting, or refusing connections)."""
+    """The llama-server did not answer the request (gone, restarting, or refusing connections)."""
 
     def __init__(self, route: Route, cause: Exception) -> None:
         super().__init__(
             HTTPStatus.SERVICE_UNAVAILABLE,
-            f"The server for model '{route.model}' is not answering ({type(cause).__name__}); retry shortly.",
+            f"The server for model '{route.model}' is not answering ({cause}); retry shortly.",
             code="upstream_unavailable",
             error_type=SERVER_ERROR,
             headers={"retry-after": str(UPSTREAM_UNREACHABLE_RETRY_AFTER_S)},
@@ -62,96 +49,91 @@ def stream_error_event(message: str, code: str) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-async def _relay(upstream: httpx.Response, model: str) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    except httpx.HTTPError as exc:
-        _logger.warning("upstream for %s broke mid-stream: %r", model, exc)
-        yield stream_error_event(
-            f"The server for model '{model}' stopped mid-response ({type(exc).__name__}).",
-            "upstream_disconnected",
-        )
+class RelayedStream(Response):
+    """An event stream relayed from llama-server to the client as raw ASGI body messages."""
 
-
-class RelayedStream(StreamingResponse):
-    """A StreamingResponse that always closes its upstream, also when the client goes away.
-
-    Closing the upstream connection early is what stops llama-server generating for nobody.
-    """
-
-    def __init__(self, upstream: httpx.Response, model: str, on_close: Callable[[], None]) -> None:
-        headers = {**_SSE_HEADERS}
-        super().__init__(_relay(upstream, model), upstream.status_code, headers, media_type=SSE_MEDIA_TYPE)
+    def __init__(self, upstream: UpstreamResponse, model: str, on_close: Callable[[], None]) -> None:
+        self.status_code = upstream.status
+        self.media_type = upstream.headers.get("content-type", SSE_MEDIA_TYPE)
+        self.background = None
+        self.init_headers(_SSE_HEADERS)
         self._upstream = upstream
+        self._model = model
         self._on_close = on_close
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = asyncio.ensure_future(self._abort_when_client_leaves(receive))
         try:
-            await super().__call__(scope, receive, send)
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            await self._relay_body(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            # Shielded: on a client disconnect this runs inside a cancelled scope.
-            with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
+            watcher.cancel()
+            self._upstream.close()
             self._on_close()
 
+    async def _relay_body(self, send: Send) -> None:
+        try:
+            async for chunk in self._upstream.body_chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            if self._client_gone:
+                return
+            _logger.warning("upstream for %s broke mid-stream: %s", self._model, exc)
+            message = f"The server for model '{self._model}' stopped mid-response ({exc})."
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": stream_error_event(message, "upstream_disconnected"),
+                    "more_body": True,
+                }
+            )
 
-def _plain_response(upstream: httpx.Response, content: bytes) -> Response:
-    media_type = upstream.headers.get("content-type", "application/json")
-    return Response(content, upstream.status_code, media_type=media_type)
+    async def _abort_when_client_leaves(self, receive: Receive) -> None:
+        # The request body was read already, so the next message is the disconnect.
+        message: Message = await receive()
+        while message["type"] != "http.disconnect":
+            message = await receive()
+        self._client_gone = True
+        self._upstream.abort(UpstreamClosed("the client went away"))
 
 
 class UpstreamProxy:
-    """One pooled HTTP client for all local llama-servers (keep-alive saves a connect per request)."""
+    """Forwards API requests over one pool of keep-alive connections to the local llama-servers."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=UPSTREAM_CONNECT_TIMEOUT_S,
-                read=UPSTREAM_READ_TIMEOUT_S,
-                write=UPSTREAM_WRITE_TIMEOUT_S,
-                pool=UPSTREAM_POOL_TIMEOUT_S,
-            ),
-            limits=httpx.Limits(
-                max_connections=UPSTREAM_MAX_CONNECTIONS,
-                max_keepalive_connections=UPSTREAM_MAX_KEEPALIVE,
-                keepalive_expiry=UPSTREAM_KEEPALIVE_EXPIRY_S,
-            ),
-            trust_env=False,  # a user's HTTP_PROXY must never capture loopback traffic
-        )
+    def __init__(self) -> None:
+        self._pool = UpstreamPool()
 
-    async def _send(self, route: Route, path: str, body: bytes) -> httpx.Response:
-        request = self._client.build_request(
-            "POST", route.base_url + path, content=body, headers=_UPSTREAM_HEADERS
-        )
-        for attempt in range(1, UPSTREAM_SEND_ATTEMPTS + 1):
-            try:
-                return await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                if attempt == UPSTREAM_SEND_ATTEMPTS:
-                    raise UpstreamUnavailable(route, exc) from exc
-            except httpx.TimeoutException as exc:
-                raise UpstreamUnavailable(route, exc) from exc
-        raise AssertionError("unreachable: the loop returns or raises")
+    async def forward(
+        self, route: Route, path: str, body: bytes, on_close: Callable[[], None], forwarded: bool = False
+    ) -> Response:
+        """POST `body` to the route's server; `on_close` runs once the response is fully relayed.
 
-    async def forward(self, route: Route, path: str, body: bytes, on_close: Callable[[], None]) -> Response:
-        """POST `body` to the route's server; `on_close` runs once the response is fully relayed."""
+        `forwarded` marks a request sent through a mesh tunnel to a peer's gateway, which must serve
+        it locally and never forward it again.
+        """
+        extra = FORWARDED_HEADER_LINE if forwarded else ""
         try:
-            upstream = await self._send(route, path, body)
+            upstream = await self._pool.post(route.host, route.port, path, body, extra)
+        except UpstreamError as exc:
+            on_close()
+            raise UpstreamUnavailable(route, exc) from exc
         except BaseException:
             on_close()
             raise
-        if upstream.headers.get("content-type", "").startswith(SSE_MEDIA_TYPE):
+        content_type = upstream.headers.get("content-type", "application/json")
+        if content_type.startswith(SSE_MEDIA_TYPE):
             return RelayedStream(upstream, route.model, on_close)
         try:
-            content = await upstream.aread()
-        except httpx.HTTPError as exc:
+            content = await upstream.read()
+        except UpstreamError as exc:
             raise UpstreamUnavailable(route, exc) from exc
         finally:
-            await upstream.aclose()
+            upstream.close()
             on_close()
-        return _plain_response(upstream, content)
+        return Response(content, upstream.status, media_type=content_type)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._pool.close()

@@ -1,8 +1,8 @@
-"""Where a request for a model goes: a pure table built from the runner's and placement's state.
+"""Where a request for a model goes: a pure table built from the runner's, placement's and gossip's state.
 
-The watchers rebuild the table whenever the runner or the plan changes and swap it in whole, so a
-request does one dict lookup and never talks gRPC (DESIGN §2). Later issues add remote routes from
-gossip; the lookup results are the seam for that.
+The watchers rebuild the table whenever the runner, the plan or the mesh view changes and swap it in
+whole, so a request does one dict lookup and never talks gRPC (DESIGN §2). A model served here goes to
+the local llama-server; one served only elsewhere gets a RemoteRoute naming the nodes that serve it.
 """
 
 from __future__ import annotations
@@ -106,7 +106,23 @@ class NotServable:
     retry_after_s: int | None = None
 
 
-Lookup = Route | ModelLoading | UnknownModel | NotServable
+@dataclass(frozen=True)
+class RemoteServer:
+    """A peer that gossips it serves `model` and is ready."""
+
+    model: str
+    node_id: str
+
+
+@dataclass(frozen=True)
+class RemoteRoute:
+    """Serve the request on one of these peers (through a mesh tunnel to its gateway)."""
+
+    model: str
+    node_ids: tuple[str, ...]
+
+
+Lookup = Route | RemoteRoute | ModelLoading | UnknownModel | NotServable
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class ModelEntry:
     endpoint: str
     since_unix_s: float
     detail: str
+    nodes: tuple[str, ...] = ()  # every node serving it, this one included when it does
 
 
 _LOADING_STATES = (ServerState.STARTING, ServerState.BACKOFF, ServerState.STOPPING)
@@ -154,7 +171,7 @@ def _decide(model: str, server: LocalServer | None, planned: PlannedModel | None
 
 
 def _state_name(decision: Lookup, planned: PlannedModel | None) -> str:
-    if isinstance(decision, Route):
+    if isinstance(decision, Route | RemoteRoute):
         return "ready"
     if isinstance(decision, ModelLoading):
         return "loading"
@@ -207,16 +224,34 @@ class RoutingTable:
         return cls({}, ())
 
     @classmethod
-    def build(cls, servers: Iterable[LocalServer], plan: Iterable[PlannedModel]) -> RoutingTable:
+    def build(
+        cls,
+        servers: Iterable[LocalServer],
+        plan: Iterable[PlannedModel],
+        remote: Iterable[RemoteServer] = (),
+        local_node_id: str = "",
+    ) -> RoutingTable:
         by_server = _best_servers(servers)
         by_plan = {planned.model: planned for planned in plan}
+        by_remote: dict[str, list[str]] = {}
+        for server in remote:
+            by_remote.setdefault(server.model, []).append(server.node_id)
         decisions: dict[str, Lookup] = {}
         entries: list[ModelEntry] = []
-        for model in sorted(by_server.keys() | by_plan.keys()):
+        for model in sorted(by_server.keys() | by_plan.keys() | by_remote.keys()):
             server, planned = by_server.get(model), by_plan.get(model)
-            decision = _decide(model, server, planned)
+            peers = tuple(sorted(by_remote.get(model, ())))
+            local = _decide(model, server, planned) if server or planned else None
+            decision: Lookup
+            if isinstance(local, Route) or not peers:
+                decision = local if local is not None else NotServable(model, "no node serves it")
+            else:
+                decision = RemoteRoute(model, peers)
+            nodes = tuple(sorted((*peers, local_node_id) if isinstance(local, Route) and local_node_id else peers))
             decisions[model] = decision
-            entries.append(_entry(decision, server, planned))
+            entry = _entry(decision, server, planned)
+            entries.append(ModelEntry(entry.model, entry.state, entry.local, entry.endpoint, entry.since_unix_s,
+                                      entry.detail, nodes))
         return cls(decisions, tuple(entries))
 
     @classmethod

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from services.gateway.routing import LocalServer, PlannedModel, PlanRole, RoutingTable, ServerState
+from services.gateway.routing import (
+    LocalServer,
+    PlannedModel,
+    PlanRole,
+    RemoteServer,
+    RoutingTable,
+    ServerState,
+)
+from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2
 
@@ -58,12 +66,29 @@ def plan_models(plan: placement_pb2.Plan) -> tuple[PlannedModel, ...]:
     )
 
 
+def remote_servers(view: gossip_pb2.MeshView) -> tuple[RemoteServer, ...]:
+    """Peers that serve a model and say it is ready; leaving nodes and clients serve nothing."""
+    servers = []
+    for record in view.nodes:
+        if record.node_id == view.local_node_id or record.leaving or record.is_client:
+            continue
+        for served in record.served:
+            if served.state == gossip_pb2.SERVE_STATE_READY and served.role in _SERVING_ROLES:
+                servers.append(RemoteServer(served.name, record.node_id))
+    return tuple(servers)
+
+
+_SERVING_ROLES = (gossip_pb2.MODEL_ROLE_SOLO, gossip_pb2.MODEL_ROLE_SPLIT_HOST)
+
+
 class RoutingSources:
     """The latest runner and placement state, and the table derived from both."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._servers: tuple[LocalServer, ...] = ()
         self._plan: tuple[PlannedModel, ...] = ()
+        self._remote: tuple[RemoteServer, ...] = ()
+        self.view = gossip_pb2.MeshView()
         self._logger = logger or logging.getLogger("gateway.routing")
         self.table = RoutingTable.empty()
         self.runner_connected = False
@@ -79,6 +104,11 @@ class RoutingSources:
         self._plan = plan_models(plan)
         self._rebuild()
 
+    async def on_view(self, view: gossip_pb2.MeshView) -> None:
+        self.view = view
+        self._remote = remote_servers(view)
+        self._rebuild()
+
     # On a lost stream the last known state stays: the llama-servers usually outlive a runner
     # restart for a moment, and a dead one turns into a 503 on connect anyway. The resubscription
     # brings the full state back.
@@ -89,7 +119,7 @@ class RoutingSources:
         self.placement_connected = False
 
     def _rebuild(self) -> None:
-        table = RoutingTable.build(self._servers, self._plan)
+        table = RoutingTable.build(self._servers, self._plan, self._remote, self.view.local_node_id)
         if table.entries != self.table.entries:
             summary = ", ".join(f"{e.model}={e.state}" for e in table.entries) or "none"
             self._logger.info("routes: %s", summary)

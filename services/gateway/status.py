@@ -7,6 +7,7 @@ from importlib import metadata
 from typing import Any
 
 from services.gateway.peers import PeerServices, ServiceHealth
+from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.gateway.routing import ModelEntry
 from services.gateway.sources import RoutingSources
 from services.node.config import NodeConfig
@@ -41,6 +42,32 @@ class RequestCounters:
 
 
 @dataclass(frozen=True)
+class PeerSummary:
+    node_id: str
+    name: str
+    rtt_ms: float
+    vram_bytes: int
+    is_client: bool
+    models_served: tuple[str, ...]
+
+
+def peer_summaries(view: gossip_pb2.MeshView) -> tuple[PeerSummary, ...]:
+    local = next((n for n in view.nodes if n.node_id == view.local_node_id), gossip_pb2.NodeRecord())
+    return tuple(
+        PeerSummary(
+            node_id=record.node_id,
+            name=record.name,
+            rtt_ms=local.rtt_ms.get(record.node_id, 0.0),
+            vram_bytes=record.vram_bytes,
+            is_client=record.is_client,
+            models_served=tuple(s.name for s in record.served if s.state == gossip_pb2.SERVE_STATE_READY),
+        )
+        for record in view.nodes
+        if record.node_id != view.local_node_id
+    )
+
+
+@dataclass(frozen=True)
 class GatewayStatus:
     node_id: str
     name: str
@@ -51,6 +78,8 @@ class GatewayStatus:
     models: tuple[ModelEntry, ...]
     requests_total: int
     requests_in_flight: int
+    invite_token: str = ""
+    peers: tuple[PeerSummary, ...] = ()
 
     def to_proto(self) -> gateway_pb2.NodeStatus:
         return gateway_pb2.NodeStatus(
@@ -67,7 +96,7 @@ class GatewayStatus:
                 gateway_pb2.ModelRoute(
                     model=m.model,
                     state=m.state,
-                    node_ids=[self.node_id] if m.local and self.node_id else [],
+                    node_ids=list(m.nodes),
                     local=m.local,
                     endpoint=m.endpoint,
                 )
@@ -100,8 +129,11 @@ class StatusReporter:
             api_url=self._config.api_url,
             console_url=self._config.console_url,
             version=VERSION,
-            services=await self._peers.health(),
+            # The gateway is listed too: it is answering this very call, so `meshctl status` shows all five.
+            services=(*await self._peers.health(), ServiceHealth("gateway", True, "ok")),
             models=self._sources.table.entries,
             requests_total=self._counters.total,
             requests_in_flight=self._counters.in_flight,
+            invite_token=await self._peers.invite_token(),
+            peers=peer_summaries(self._sources.view),
         )

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.mesh.addresses import advertised_addresses, bind_host
+from services.mesh.admission import AdmissionRefused
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity, load_or_create_identity
@@ -71,14 +72,22 @@ class MeshNode:
 
     async def keep_connected(self) -> None:
         """While alone, keep dialing bootstrap addresses and peers we knew (after a restart)."""
+        last_problem = ""
         while True:
             if not self.endpoint.links:
                 for address in [*self.bootstrap, *self._remembered_addresses()]:
                     if address in self.addresses:
                         continue
-                    with contextlib.suppress(Exception):
+                    try:
                         await self.endpoint.dial(address)
                         break
+                    except (AdmissionRefused, ConnectionError, OSError) as exc:
+                        problem = f"{type(exc).__name__}: {exc}"
+                        if problem != last_problem:
+                            # A wrong token must be visible to the user, once, not retried silently.
+                            level = logging.WARNING if isinstance(exc, AdmissionRefused) else logging.INFO
+                            logger.log(level, "cannot join via %s: %s", address, exc)
+                            last_problem = problem
             await asyncio.sleep(RECONNECT_INTERVAL_S)
 
     def _remembered_addresses(self) -> list[str]:

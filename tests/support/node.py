@@ -133,7 +133,7 @@ class RunningNode:
         listing = httpx.get(f"{self.api_base}/models", timeout=5).json()["data"]
         for entry in listing:
             if entry["id"] == model:
-                return sorted(entry["mesh"]["nodes"])
+                return sorted(entry["meshllm"]["nodes"])
         return []
 
     def kill_hard(self) -> None:
