@@ -35,11 +35,15 @@ def list_catalog(console: Console) -> None:
     for entry in CATALOG:
         on_disk = (model_cache_dir() / entry.file_name).exists()
         source = "PyPI (embedded)" if entry.pypi_package else "download"
-        table.add_row(entry.name, f"{entry.bytes / 1e9:.2f} GB", source, "yes" if on_disk else "", entry.description)
+        table.add_row(
+            entry.name, f"{entry.bytes / 1e9:.2f} GB", source, "yes" if on_disk else "", entry.description
+        )
     console.print(table)
 
 
-def download_file(url: str, target: Path, expected_bytes: int, expected_sha256: str, console: Console) -> Path:
+def download_file(
+    url: str, target: Path, expected_bytes: int, expected_sha256: str, console: Console
+) -> Path:
     partial = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
     offset = partial.stat().st_size if partial.exists() else 0
@@ -62,8 +66,13 @@ def download_file(url: str, target: Path, expected_bytes: int, expected_sha256: 
 
 
 def _progress(console: Console) -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), console=console)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    )
 
 
 def _verify(path: Path, expected_bytes: int, expected_sha256: str) -> None:

@@ -15,7 +15,7 @@ from services.cli.arguments import OneLineArgumentParser, fail, host_port, port_
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
 from services.cli.node_status import NodeNotRunning, node_invite, node_status
 from services.mesh.invite import InvalidToken, InviteToken
-from services.node.catalog import CATALOG, DEFAULT_MODEL, ModelNotFound, resolve_model
+from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
 from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
 from services.node.home import default_home
 
@@ -38,16 +38,31 @@ Every node serves http://localhost:{DEFAULT_API_PORT}/v1 and a console on http:/
 
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Start a mesh-llm node in the foreground.")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
-                        help="model to serve (repeatable): a catalog name or a .gguf path")
-    parser.add_argument("--join", action="append", default=[], metavar="TOKEN", help="join a mesh via invite token")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME|PATH",
+        help="model to serve (repeatable): a catalog name or a .gguf path",
+    )
+    parser.add_argument(
+        "--join", action="append", default=[], metavar="TOKEN", help="join a mesh via invite token"
+    )
     parser.add_argument("--client", action="store_true", help="API-only client (no GPU, serves nothing)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT, help="API port (default 9337)")
-    parser.add_argument("--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)")
+    parser.add_argument(
+        "--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)"
+    )
     parser.add_argument("--bind-port", type=port_number, default=0, help="pin the mesh's UDP port (for NAT)")
     parser.add_argument("--listen-all", action="store_true", help="bind 0.0.0.0 instead of 127.0.0.1")
-    parser.add_argument("--advertise", action="append", default=[], metavar="HOST:PORT", type=host_port,
-                        help="address peers should dial to reach this node (port forwarding, NAT)")
+    parser.add_argument(
+        "--advertise",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        type=host_port,
+        help="address peers should dial to reach this node (port forwarding, NAT)",
+    )
     parser.add_argument("--max-vram", type=positive_gb, metavar="GB", help="cap the memory offered to models")
     parser.add_argument("--split", action="store_true", help="force a tensor split even if the model fits")
     parser.add_argument("--region", default="", help="region tag (AU, US-West, EU-West, ...)")
@@ -90,10 +105,21 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         except ModelNotFound as exc:
             fail(PROG, str(exc))
     return NodeConfig(
-        home=home, name=args.name, api_port=args.port, console_port=args.console, listen_all=args.listen_all,
-        client=args.client, max_vram_gb=args.max_vram, models=tuple(models), split=args.split,
-        bind_port=args.bind_port, join_tokens=tuple(args.join), region=args.region, advertise=tuple(args.advertise),
-        log_format=args.log_format, context_size=args.ctx_size,
+        home=home,
+        name=args.name,
+        api_port=args.port,
+        console_port=args.console,
+        listen_all=args.listen_all,
+        client=args.client,
+        max_vram_gb=args.max_vram,
+        models=tuple(models),
+        split=args.split,
+        bind_port=args.bind_port,
+        join_tokens=tuple(args.join),
+        region=args.region,
+        advertise=tuple(args.advertise),
+        log_format=args.log_format,
+        context_size=args.ctx_size,
     )
 
 

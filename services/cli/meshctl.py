@@ -66,10 +66,20 @@ def show_peers(home: NodeHome, console: Console) -> None:
     table = Table("id", "name", "address", "rtt", "vram", "models", "role", "path", title="peers")
     for peer in peers:
         record = records.get(peer.node_id, gossip_pb2.NodeRecord())
-        path = "relayed via " + peer.relay_node_id[:8] if peer.path == mesh_pb2.PEER_PATH_RELAYED else "direct"
+        path = (
+            "relayed via " + peer.relay_node_id[:8] if peer.path == mesh_pb2.PEER_PATH_RELAYED else "direct"
+        )
         models = ", ".join(s.name for s in record.served) or ", ".join(record.models_wanted)
-        table.add_row(peer.node_id[:8], peer.name, peer.address, f"{peer.rtt_ms:.1f} ms",
-                      f"{record.vram_bytes / 1e9:.1f} GB", models, _role_of(record), path)
+        table.add_row(
+            peer.node_id[:8],
+            peer.name,
+            peer.address,
+            f"{peer.rtt_ms:.1f} ms",
+            f"{record.vram_bytes / 1e9:.1f} GB",
+            models,
+            _role_of(record),
+            path,
+        )
     if not peers:
         table.add_row("(no peers)", "", "", "", "", "", "", "")
     console.print(table)
@@ -77,12 +87,16 @@ def show_peers(home: NodeHome, console: Console) -> None:
 
 def show_plan(home: NodeHome, console: Console) -> None:
     plan = node_plan(home)
-    console.print(f"plan generation {plan.generation} for node {plan.node_id[:8]}, "
-                  f"budget {plan.vram_bytes / 1e9:.2f} GB")
+    console.print(
+        f"plan generation {plan.generation} for node {plan.node_id[:8]}, "
+        f"budget {plan.vram_bytes / 1e9:.2f} GB"
+    )
     table = Table("model", "role", "size", "why", title="placement")
     for assignment in plan.assignments:
         role = placement_pb2.AssignmentRole.Name(assignment.role).removeprefix("ASSIGNMENT_ROLE_").lower()
-        table.add_row(assignment.model, role, f"{assignment.model_bytes / 1e9:.2f} GB", "\n".join(assignment.reasons))
+        table.add_row(
+            assignment.model, role, f"{assignment.model_bytes / 1e9:.2f} GB", "\n".join(assignment.reasons)
+        )
     console.print(table)
 
 

@@ -32,7 +32,9 @@ def node_status(home: NodeHome) -> gateway_pb2.NodeStatus:
     return _call(
         home,
         "gateway",
-        lambda ch: gateway_pb2_grpc.AdminStub(ch).GetStatus(gateway_pb2.GetStatusRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: gateway_pb2_grpc.AdminStub(ch).GetStatus(
+            gateway_pb2.GetStatusRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -40,7 +42,9 @@ def node_identity(home: NodeHome) -> mesh_pb2.Identity:
     return _call(
         home,
         "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetIdentity(mesh_pb2.GetIdentityRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetIdentity(
+            mesh_pb2.GetIdentityRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -48,7 +52,9 @@ def node_invite(home: NodeHome) -> mesh_pb2.Invite:
     return _call(
         home,
         "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetInvite(mesh_pb2.GetInviteRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetInvite(
+            mesh_pb2.GetInviteRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -56,7 +62,9 @@ def rotate_secret(home: NodeHome) -> mesh_pb2.Invite:
     return _call(
         home,
         "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).RotateSecret(mesh_pb2.RotateSecretRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: mesh_pb2_grpc.MeshStub(ch).RotateSecret(
+            mesh_pb2.RotateSecretRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -64,7 +72,9 @@ def node_plan(home: NodeHome) -> placement_pb2.Plan:
     return _call(
         home,
         "placement",
-        lambda ch: placement_pb2_grpc.PlacementStub(ch).GetPlan(placement_pb2.GetPlanRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: placement_pb2_grpc.PlacementStub(ch).GetPlan(
+            placement_pb2.GetPlanRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -72,7 +82,9 @@ def node_peers(home: NodeHome) -> mesh_pb2.ListPeersResponse:
     return _call(
         home,
         "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).ListPeers(mesh_pb2.ListPeersRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: mesh_pb2_grpc.MeshStub(ch).ListPeers(
+            mesh_pb2.ListPeersRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )
 
 
@@ -80,5 +92,7 @@ def mesh_view(home: NodeHome) -> gossip_pb2.MeshView:
     return _call(
         home,
         "gossip",
-        lambda ch: gossip_pb2_grpc.GossipStub(ch).GetView(gossip_pb2.GetViewRequest(), timeout=STATUS_TIMEOUT_S),
+        lambda ch: gossip_pb2_grpc.GossipStub(ch).GetView(
+            gossip_pb2.GetViewRequest(), timeout=STATUS_TIMEOUT_S
+        ),
     )

@@ -25,11 +25,11 @@ from services.gateway.console import build_console_app
 from services.gateway.openai_api import build_api_app
 from services.gateway.peers import PEER_SERVICES, PeerServices
 from services.gateway.proxy import UpstreamProxy
+from services.gateway.remote import RemoteForwarder, TunnelDirectory
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters, StatusReporter
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, start_server
-from services.gateway.remote import RemoteForwarder, TunnelDirectory
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2_grpc
 from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
@@ -100,7 +100,9 @@ def _watchers(
 ) -> list[Coroutine[Any, Any, None]]:
     logger = logging.getLogger("gateway.watch")
     gossip = gossip_pb2_grpc.GossipStub(peers.channels["gossip"])
-    mesh_view = follow_stream("gossip", lambda: gossip.Watch(gossip_pb2.WatchRequest()), sources.on_view, logger)
+    mesh_view = follow_stream(
+        "gossip", lambda: gossip.Watch(gossip_pb2.WatchRequest()), sources.on_view, logger
+    )
     if config.client:
         return [mesh_view]  # clients run no runner or placement (DESIGN §1)
     runner = runner_pb2_grpc.RunnerStub(peers.channels["runner"])

@@ -112,16 +112,20 @@ def _add_forwarding_route(
             decision = _served_here(decision)
         route = route_or_error(decision)
         counters.started(route.model)
-        if isinstance(route, RemoteRoute):
+        if isinstance(route, RemoteRoute) and remote is not None:
             preferred = request.headers.get(PREFER_NODE_HEADER, "")
             return await remote.forward(route, endpoint.path, api_request.raw, counters.finished, preferred)
+        assert isinstance(route, Route)  # _served_here turned remote routes into errors without a forwarder
         return await proxy.forward(route, endpoint.path, api_request.raw, counters.finished)
 
     app.add_route(endpoint.path, forward, methods=["POST"])
 
 
 def build_api_app(
-    sources: RoutingSources, proxy: UpstreamProxy, counters: RequestCounters, remote: RemoteForwarder | None = None
+    sources: RoutingSources,
+    proxy: UpstreamProxy,
+    counters: RequestCounters,
+    remote: RemoteForwarder | None = None,
 ) -> FastAPI:
     """`remote` is None where the gateway has no mesh to forward through (tests, benches)."""
     app = new_app("mesh-llm API")

@@ -99,4 +99,6 @@ class RemoteForwarder:
         on_close()
         if isinstance(last_error, UpstreamUnavailable):
             raise last_error
-        raise UpstreamUnavailable(Route(route.model, "", 0), last_error or NoTunnel("no serving peer reachable"))
+        raise UpstreamUnavailable(
+            Route(route.model, "", 0), last_error or NoTunnel("no serving peer reachable")
+        )

@@ -234,8 +234,8 @@ class RoutingTable:
         by_server = _best_servers(servers)
         by_plan = {planned.model: planned for planned in plan}
         by_remote: dict[str, list[str]] = {}
-        for server in remote:
-            by_remote.setdefault(server.model, []).append(server.node_id)
+        for remote_server in remote:
+            by_remote.setdefault(remote_server.model, []).append(remote_server.node_id)
         decisions: dict[str, Lookup] = {}
         entries: list[ModelEntry] = []
         for model in sorted(by_server.keys() | by_plan.keys() | by_remote.keys()):
@@ -247,11 +247,22 @@ class RoutingTable:
                 decision = local if local is not None else NotServable(model, "no node serves it")
             else:
                 decision = RemoteRoute(model, peers)
-            nodes = tuple(sorted((*peers, local_node_id) if isinstance(local, Route) and local_node_id else peers))
+            nodes = tuple(
+                sorted((*peers, local_node_id) if isinstance(local, Route) and local_node_id else peers)
+            )
             decisions[model] = decision
             entry = _entry(decision, server, planned)
-            entries.append(ModelEntry(entry.model, entry.state, entry.local, entry.endpoint, entry.since_unix_s,
-                                      entry.detail, nodes))
+            entries.append(
+                ModelEntry(
+                    entry.model,
+                    entry.state,
+                    entry.local,
+                    entry.endpoint,
+                    entry.since_unix_s,
+                    entry.detail,
+                    nodes,
+                )
+            )
         return cls(decisions, tuple(entries))
 
     @classmethod

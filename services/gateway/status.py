@@ -7,11 +7,11 @@ from importlib import metadata
 from typing import Any
 
 from services.gateway.peers import PeerServices, ServiceHealth
-from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.gateway.routing import ModelEntry
 from services.gateway.sources import RoutingSources
 from services.node.config import NodeConfig
 from services.proto.meshllm.gateway.v1 import gateway_pb2
+from services.proto.meshllm.gossip.v1 import gossip_pb2
 
 
 def _version() -> str:

@@ -226,7 +226,9 @@ class UpstreamPool:
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
 
-    async def post(self, host: str, port: int, path: str, body: bytes, extra_headers: str = "") -> UpstreamResponse:
+    async def post(
+        self, host: str, port: int, path: str, body: bytes, extra_headers: str = ""
+    ) -> UpstreamResponse:
         """Send the request, wait for the response headers; raises UpstreamError."""
         key = (host, port)
         connection, reused = await self._acquire(key)

@@ -19,8 +19,8 @@ import grpc
 from services import __version__
 from services.gossip.dissemination import GOSSIP_ROUND_S, GossipProtocol, Outgoing
 from services.gossip.model_hashes import content_hash
-from services.gossip.wire import GossipDecodeError
 from services.gossip.state import GossipState
+from services.gossip.wire import GossipDecodeError
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
 from services.node.hardware import detect_vram_bytes, effective_vram_bytes
@@ -40,7 +40,9 @@ UPDATABLE_FIELDS = frozenset(
 )
 
 
-def patched_record(base: gossip_pb2.NodeRecord, patch: gossip_pb2.NodeRecord, fields: list[str]) -> gossip_pb2.NodeRecord:
+def patched_record(
+    base: gossip_pb2.NodeRecord, patch: gossip_pb2.NodeRecord, fields: list[str]
+) -> gossip_pb2.NodeRecord:
     unknown = set(fields) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"fields not updatable: {sorted(unknown)}")
@@ -95,8 +97,10 @@ class GossipNode:
 
     async def _send_one(self, item: Outgoing) -> None:
         try:
-            await self.mesh.SendGossip(mesh_pb2.GossipMessage(peer_node_id=item.peer_id, payload=item.payload),
-                                       timeout=SEND_TIMEOUT_S)
+            await self.mesh.SendGossip(
+                mesh_pb2.GossipMessage(peer_node_id=item.peer_id, payload=item.payload),
+                timeout=SEND_TIMEOUT_S,
+            )
         except grpc.aio.AioRpcError as error:
             logger.debug("gossip send failed", extra={"peer": item.peer_id[:8], "code": error.code().name})
 
@@ -111,10 +115,14 @@ class GossipNode:
 
     async def on_gossip(self, message: mesh_pb2.GossipMessage) -> None:
         try:
-            reaction = self.protocol.receive(message.peer_node_id, message.payload, time.time(), self.connected)
+            reaction = self.protocol.receive(
+                message.peer_node_id, message.payload, time.time(), self.connected
+            )
         except GossipDecodeError as exc:
             self.decode_errors += 1
-            logger.warning("dropped malformed gossip", extra={"peer": message.peer_node_id[:8], "reason": str(exc)})
+            logger.warning(
+                "dropped malformed gossip", extra={"peer": message.peer_node_id[:8], "reason": str(exc)}
+            )
             return
         self.send(reaction.outgoing)
         if reaction.merge.view_changed:
@@ -156,16 +164,22 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
     def __init__(self, node: GossipNode) -> None:
         self._node = node
 
-    async def GetView(self, request: gossip_pb2.GetViewRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.MeshView:
+    async def GetView(
+        self, request: gossip_pb2.GetViewRequest, context: grpc.aio.ServicerContext
+    ) -> gossip_pb2.MeshView:
         return self._node.state.mesh_view()
 
-    async def Watch(self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[gossip_pb2.MeshView]:
+    async def Watch(
+        self, request: gossip_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gossip_pb2.MeshView]:
         while True:
             yield self._node.state.mesh_view()
             async with self._node.view_changed:
                 await self._node.view_changed.wait()
 
-    async def UpdateLocal(self, request: gossip_pb2.UpdateLocalRequest, context: grpc.aio.ServicerContext) -> gossip_pb2.NodeRecord:
+    async def UpdateLocal(
+        self, request: gossip_pb2.UpdateLocalRequest, context: grpc.aio.ServicerContext
+    ) -> gossip_pb2.NodeRecord:
         try:
             return await self._node.update_local(request.record, list(request.fields))
         except ValueError as exc:
@@ -205,7 +219,8 @@ async def publish_models_on_disk(config: NodeConfig, node: GossipNode) -> None:
     for model in config.models:
         path = Path(model.path)
         digest = await asyncio.to_thread(content_hash, path)
-        files.append(gossip_pb2.ModelFile(name=model.name, path=model.path, bytes=path.stat().st_size, sha256=digest))
+        size = (await asyncio.to_thread(path.stat)).st_size
+        files.append(gossip_pb2.ModelFile(name=model.name, path=model.path, bytes=size, sha256=digest))
     await node.update_local(gossip_pb2.NodeRecord(models_on_disk=files), ["models_on_disk"])
 
 
@@ -216,12 +231,17 @@ async def run_gossip(config: NodeConfig) -> None:
     state = GossipState(initial_record(config, identity), time.time())
     node = GossipNode(GossipProtocol(state, random.Random()), mesh)
     server = await start_server(
-        config.node_home, "gossip", lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(node), s)
+        config.node_home,
+        "gossip",
+        lambda s: gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(node), s),
     )
     logger.info("gossip ready", extra={"node_id": identity.node_id, "vram_bytes": state.local.vram_bytes})
-    peers = follow_stream("mesh peers", lambda: mesh.WatchPeers(mesh_pb2.WatchPeersRequest()), node.on_peers, logger)
-    inbox = follow_stream("mesh gossip", lambda: mesh.ReceiveGossip(mesh_pb2.ReceiveGossipRequest()), node.on_gossip,
-                          logger)
+    peers = follow_stream(
+        "mesh peers", lambda: mesh.WatchPeers(mesh_pb2.WatchPeersRequest()), node.on_peers, logger
+    )
+    inbox = follow_stream(
+        "mesh gossip", lambda: mesh.ReceiveGossip(mesh_pb2.ReceiveGossipRequest()), node.on_gossip, logger
+    )
     try:
         await run_until_signalled(server, publish_models_on_disk(config, node), peers, inbox, node.rounds())
     finally:

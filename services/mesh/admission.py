@@ -39,7 +39,9 @@ class AdmittedPeer:
     is_client: bool
 
 
-def make_hello(identity: NodeIdentity, mesh_id: bytes, name: str, addresses: tuple[str, ...], is_client: bool) -> wire_pb2.Hello:
+def make_hello(
+    identity: NodeIdentity, mesh_id: bytes, name: str, addresses: tuple[str, ...], is_client: bool
+) -> wire_pb2.Hello:
     return wire_pb2.Hello(
         protocol_version=PROTOCOL_VERSION,
         mesh_id=mesh_id,
@@ -62,11 +64,21 @@ def check_hello(hello: wire_pb2.Hello, mesh_id: bytes) -> None:
 
 def transcript(role: bytes, dialer: wire_pb2.Hello, listener: wire_pb2.Hello) -> bytes:
     return b"|".join(
-        [TRANSCRIPT_LABEL, role, dialer.mesh_id, dialer.nonce, listener.nonce, dialer.public_key, listener.public_key]
+        [
+            TRANSCRIPT_LABEL,
+            role,
+            dialer.mesh_id,
+            dialer.nonce,
+            listener.nonce,
+            dialer.public_key,
+            listener.public_key,
+        ]
     )
 
 
-def make_proof(identity: NodeIdentity, secret: bytes, role: bytes, dialer: wire_pb2.Hello, listener: wire_pb2.Hello) -> wire_pb2.Proof:
+def make_proof(
+    identity: NodeIdentity, secret: bytes, role: bytes, dialer: wire_pb2.Hello, listener: wire_pb2.Hello
+) -> wire_pb2.Proof:
     text = transcript(role, dialer, listener)
     return wire_pb2.Proof(mac=hmac.new(secret, text, hashlib.sha256).digest(), signature=identity.sign(text))
 

@@ -39,19 +39,32 @@ KNOWN_PEERS_FILE = "peers.json"
 class MeshNode:
     """The endpoint plus what the gRPC contract needs: peer change notifications, gossip inbox, tunnels."""
 
-    def __init__(self, config: NodeConfig, identity: NodeIdentity, membership: MeshMembership, bootstrap: list[str]) -> None:
+    def __init__(
+        self, config: NodeConfig, identity: NodeIdentity, membership: MeshMembership, bootstrap: list[str]
+    ) -> None:
         self.config = config
         self.identity = identity
         self.membership = membership
         self.bootstrap = bootstrap
         self.peers_changed = asyncio.Condition()
         self.gossip_subscribers: set[asyncio.Queue[mesh_pb2.GossipMessage]] = set()
-        credentials = Credentials(identity, membership.mesh_id, membership.secret, config.name or socket.gethostname(),
-                                  (), config.client)
-        self.endpoint = MeshEndpoint(credentials, {wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream},
-                                     self._on_frame, self._peers_changed)
+        credentials = Credentials(
+            identity,
+            membership.mesh_id,
+            membership.secret,
+            config.name or socket.gethostname(),
+            (),
+            config.client,
+        )
+        self.endpoint = MeshEndpoint(
+            credentials,
+            {wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream},
+            self._on_frame,
+            self._peers_changed,
+        )
         self.tunnels = TunnelListeners(lambda peer: self.endpoint.links.get(peer))
         self._known_links: set[str] = set()
+        self._notifications: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         host = bind_host(self.config, self.bootstrap)
@@ -100,10 +113,14 @@ class MeshNode:
         for gone in self._known_links - current:
             self.tunnels.peer_gone(gone)
         self._known_links = current
-        addresses = [a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses]
+        addresses = [
+            a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses
+        ]
         with contextlib.suppress(OSError):
             (self.config.home / KNOWN_PEERS_FILE).write_text(json.dumps(addresses[:32]))
-        asyncio.ensure_future(self._notify_peers())
+        task = asyncio.ensure_future(self._notify_peers())
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
 
     async def _notify_peers(self) -> None:
         async with self.peers_changed:
@@ -124,7 +141,9 @@ class MeshNode:
     def _apply_secret_update(self, link: PeerLink, update: wire_pb2.SecretUpdate) -> None:
         if update.mesh_id != self.membership.mesh_id or update.epoch <= self.membership.epoch:
             return
-        self.membership = MeshMembership(self.membership.mesh_id, update.secret, self.membership.name, update.epoch)
+        self.membership = MeshMembership(
+            self.membership.mesh_id, update.secret, self.membership.name, update.epoch
+        )
         self.membership.save(self.config.node_home.mesh_config)
         self.endpoint.credentials.secret = update.secret
         logger.info("mesh secret rotated by a peer", extra={"peer": link.node_id[:8]})
@@ -135,30 +154,44 @@ class MeshNode:
         self.membership = MeshMembership(self.membership.mesh_id, fresh.secret, self.membership.name, epoch)
         self.membership.save(self.config.node_home.mesh_config)
         self.endpoint.credentials.secret = fresh.secret
-        update = wire_pb2.WireFrame(secret_update=wire_pb2.SecretUpdate(
-            mesh_id=self.membership.mesh_id, secret=fresh.secret, epoch=epoch))
+        update = wire_pb2.WireFrame(
+            secret_update=wire_pb2.SecretUpdate(
+                mesh_id=self.membership.mesh_id, secret=fresh.secret, epoch=epoch
+            )
+        )
         for link in self.endpoint.links.values():
             link.send(update)
         logger.info("mesh secret rotated; old invite tokens no longer admit new nodes")
 
-    async def _serve_http_stream(self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_http_stream(
+        self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await splice_to_local_port(self.config.api_port, initial, reader, writer)
 
     def invite(self) -> mesh_pb2.Invite:
         # Our own addresses first, then a few peers': the token still works if we go away.
-        peers = [a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses[:1]]
+        peers = [
+            a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses[:1]
+        ]
         token = self.membership.invite((*self.addresses, *peers)[:4])
-        return mesh_pb2.Invite(mesh_id=token.mesh_id_hex, token=token.encode(), mesh_name=self.membership.name)
+        return mesh_pb2.Invite(
+            mesh_id=token.mesh_id_hex, token=token.encode(), mesh_name=self.membership.name
+        )
 
     def peer_list(self) -> mesh_pb2.ListPeersResponse:
         peers = []
-        for link in sorted(self.endpoint.links.values(), key=lambda l: l.node_id):
-            peers.append(mesh_pb2.Peer(
-                node_id=link.node_id, name=link.peer.name, address=(link.peer.addresses or (link.address,))[0],
-                rtt_ms=round(link.rtt_ms + (link.via.rtt_ms if link.via else 0.0), 3),
-                path=mesh_pb2.PEER_PATH_RELAYED if link.is_relayed else mesh_pb2.PEER_PATH_DIRECT,
-                relay_node_id=link.via.node_id if link.via else "", connected_unix_s=link.connected_at,
-            ))
+        for link in sorted(self.endpoint.links.values(), key=lambda other: other.node_id):
+            peers.append(
+                mesh_pb2.Peer(
+                    node_id=link.node_id,
+                    name=link.peer.name,
+                    address=(link.peer.addresses or (link.address,))[0],
+                    rtt_ms=round(link.rtt_ms + (link.via.rtt_ms if link.via else 0.0), 3),
+                    path=mesh_pb2.PEER_PATH_RELAYED if link.is_relayed else mesh_pb2.PEER_PATH_DIRECT,
+                    relay_node_id=link.via.node_id if link.via else "",
+                    connected_unix_s=link.connected_at,
+                )
+            )
         return mesh_pb2.ListPeersResponse(peers=peers)
 
 
@@ -166,36 +199,56 @@ class MeshServicer(mesh_pb2_grpc.MeshServicer):
     def __init__(self, node: MeshNode) -> None:
         self._node = node
 
-    async def GetIdentity(self, request: mesh_pb2.GetIdentityRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Identity:
+    async def GetIdentity(
+        self, request: mesh_pb2.GetIdentityRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.Identity:
         identity = self._node.identity
-        return mesh_pb2.Identity(node_id=identity.node_id, short_id=identity.short_id, public_key=identity.public_bytes,
-                                 name=self._node.endpoint.credentials.name, addresses=list(self._node.addresses))
+        return mesh_pb2.Identity(
+            node_id=identity.node_id,
+            short_id=identity.short_id,
+            public_key=identity.public_bytes,
+            name=self._node.endpoint.credentials.name,
+            addresses=list(self._node.addresses),
+        )
 
-    async def GetInvite(self, request: mesh_pb2.GetInviteRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Invite:
+    async def GetInvite(
+        self, request: mesh_pb2.GetInviteRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.Invite:
         return self._node.invite()
 
-    async def RotateSecret(self, request: mesh_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Invite:
+    async def RotateSecret(
+        self, request: mesh_pb2.RotateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.Invite:
         self._node.rotate_secret()
         return self._node.invite()
 
-    async def ListPeers(self, request: mesh_pb2.ListPeersRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ListPeersResponse:
+    async def ListPeers(
+        self, request: mesh_pb2.ListPeersRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.ListPeersResponse:
         return self._node.peer_list()
 
-    async def WatchPeers(self, request: mesh_pb2.WatchPeersRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[mesh_pb2.ListPeersResponse]:
+    async def WatchPeers(
+        self, request: mesh_pb2.WatchPeersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[mesh_pb2.ListPeersResponse]:
         while True:
             yield self._node.peer_list()
             async with self._node.peers_changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._node.peers_changed.wait(), PEER_WATCH_REFRESH_S)
 
-    async def SendGossip(self, request: mesh_pb2.GossipMessage, context: grpc.aio.ServicerContext) -> mesh_pb2.SendGossipResponse:
+    async def SendGossip(
+        self, request: mesh_pb2.GossipMessage, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.SendGossipResponse:
         link = self._node.endpoint.links.get(request.peer_node_id)
         if link is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no connected peer {request.peer_node_id[:8]}")
+            raise AssertionError("abort raises")
         link.send(wire_pb2.WireFrame(gossip=wire_pb2.GossipPayload(payload=request.payload)))
         return mesh_pb2.SendGossipResponse()
 
-    async def ReceiveGossip(self, request: mesh_pb2.ReceiveGossipRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[mesh_pb2.GossipMessage]:
+    async def ReceiveGossip(
+        self, request: mesh_pb2.ReceiveGossipRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[mesh_pb2.GossipMessage]:
         queue: asyncio.Queue[mesh_pb2.GossipMessage] = asyncio.Queue()
         self._node.gossip_subscribers.add(queue)
         try:
@@ -204,12 +257,18 @@ class MeshServicer(mesh_pb2_grpc.MeshServicer):
         finally:
             self._node.gossip_subscribers.discard(queue)
 
-    async def OpenTunnel(self, request: mesh_pb2.OpenTunnelRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.Tunnel:
+    async def OpenTunnel(
+        self, request: mesh_pb2.OpenTunnelRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.Tunnel:
         if request.peer_node_id not in self._node.endpoint.links:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no connected peer {request.peer_node_id[:8]}")
-        kind = {mesh_pb2.TUNNEL_KIND_HTTP: wire_pb2.STREAM_KIND_HTTP, mesh_pb2.TUNNEL_KIND_RPC: wire_pb2.STREAM_KIND_RPC}.get(request.kind)
+        kind = {
+            mesh_pb2.TUNNEL_KIND_HTTP: wire_pb2.STREAM_KIND_HTTP,
+            mesh_pb2.TUNNEL_KIND_RPC: wire_pb2.STREAM_KIND_RPC,
+        }.get(request.kind)
         if kind is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown tunnel kind")
+            raise AssertionError("abort raises")
         port = await self._node.tunnels.listener_for(request.peer_node_id, kind)
         return mesh_pb2.Tunnel(host="127.0.0.1", port=port)
 
@@ -223,7 +282,9 @@ async def run_mesh(config: NodeConfig) -> None:
     bootstrap = [a for t in tokens for a in t.addresses]
     node = MeshNode(config, identity, membership, bootstrap)
     await node.start()
-    server = await start_server(home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(MeshServicer(node), s))
+    server = await start_server(
+        home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(MeshServicer(node), s)
+    )
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
     try:
         await run_until_signalled(server, node.keep_connected())

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aioquic.asyncio import connect, serve
+from aioquic.asyncio.server import QuicServer
 
 from services.mesh.admission import AdmissionRefused
 from services.mesh.frames import FrameError, StreamOpenReader, stream_open_frame
@@ -50,7 +51,7 @@ class MeshEndpoint:
         self._link_of: dict[MeshQuicProtocol, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialing: set[str] = set()
-        self._server = None
+        self._server: QuicServer | None = None
 
     @property
     def node_id(self) -> str:
@@ -66,10 +67,12 @@ class MeshEndpoint:
 
     async def listen(self, host: str, port: int) -> int:
         self._server = await serve(
-            host, port, configuration=quic_configuration(self.credentials.identity, is_client=False),
+            host,
+            port,
+            configuration=quic_configuration(self.credentials.identity, is_client=False),
             create_protocol=self._protocol_factory,
         )
-        return int(self._server._transport.get_extra_info("sockname")[1])
+        return int(self._server._transport.get_extra_info("sockname")[1])  # type: ignore[union-attr]
 
     async def close(self) -> None:
         for link in list(self.links.values()):
@@ -91,11 +94,15 @@ class MeshEndpoint:
         self._spawn(self._hold_connection(host, port, address, ready))
         return await ready
 
-    async def _hold_connection(self, host: str, port: int, address: str, ready: asyncio.Future[PeerLink]) -> None:
+    async def _hold_connection(
+        self, host: str, port: int, address: str, ready: asyncio.Future[PeerLink]
+    ) -> None:
         configuration = quic_configuration(self.credentials.identity, is_client=True)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT_S):
-                connection = connect(host, port, configuration=configuration, create_protocol=self._protocol_factory)
+                connection = connect(
+                    host, port, configuration=configuration, create_protocol=self._protocol_factory
+                )
                 protocol = await connection.__aenter__()
         except (TimeoutError, OSError, ConnectionError) as exc:
             if not ready.done():
@@ -105,10 +112,19 @@ class MeshEndpoint:
             reader, writer = await protocol.create_stream()
             writer.write(stream_open_frame(wire_pb2.STREAM_KIND_CONTROL, self.node_id))
             control = ControlReader(reader)
-            peer, admitted = await admit_as_dialer(self.credentials, control, writer, peer_certificate_key(protocol))
-            link = PeerLink(peer, self.node_id, control, writer, protocol.create_stream,
-                            dialed_by=self.node_id, address=address)
-            self._add_link(link, protocol)
+            peer, admitted = await admit_as_dialer(
+                self.credentials, control, writer, peer_certificate_key(protocol)
+            )
+            link = PeerLink(
+                peer,
+                self.node_id,
+                control,
+                writer,
+                protocol.create_stream,
+                dialed_by=self.node_id,
+                address=address,
+            )
+            self._add_link(link, protocol)  # type: ignore[arg-type]  # built by _protocol_factory
             ready.set_result(link)
             self._learn_peers(admitted.peers, via=link)
             await link.closed.wait()
@@ -124,9 +140,11 @@ class MeshEndpoint:
 
     async def dial_relayed(self, peer_id: str, via: PeerLink) -> PeerLink:
         reader, writer = await via.open_raw()
-        writer.write(stream_open_frame(wire_pb2.STREAM_KIND_RELAY, self.node_id, peer_id, wire_pb2.STREAM_KIND_CONTROL))
+        writer.write(
+            stream_open_frame(wire_pb2.STREAM_KIND_RELAY, self.node_id, peer_id, wire_pb2.STREAM_KIND_CONTROL)
+        )
         control = ControlReader(reader)
-        peer, admitted = await admit_as_dialer(self.credentials, control, writer, None)
+        peer, _ = await admit_as_dialer(self.credentials, control, writer, None)
         link = PeerLink(peer, self.node_id, control, writer, None, via=via, dialed_by=self.node_id)
         self._add_link(link, None)
         return link
@@ -141,14 +159,19 @@ class MeshEndpoint:
                 try:
                     link = await self.dial(address)
                 except (ConnectionError, AdmissionRefused, OSError) as exc:
-                    logger.debug("direct dial failed", extra={"peer": node_id[:8], "address": address, "error": str(exc)})
+                    logger.debug(
+                        "direct dial failed",
+                        extra={"peer": node_id[:8], "address": address, "error": str(exc)},
+                    )
                     continue
                 if link.node_id == node_id:
                     return
             if via is not None and not via.closed.is_set() and node_id not in self.links:
                 with contextlib.suppress(AdmissionRefused, ConnectionError, OSError, TimeoutError):
                     await self.dial_relayed(node_id, via)
-                    logger.info("peer reached through relay", extra={"peer": node_id[:8], "via": via.node_id[:8]})
+                    logger.info(
+                        "peer reached through relay", extra={"peer": node_id[:8], "via": via.node_id[:8]}
+                    )
         finally:
             self._dialing.discard(node_id)
 
@@ -163,7 +186,9 @@ class MeshEndpoint:
         existing = self.links.get(link.node_id)
         if existing is not None and not existing.closed.is_set():
             if self._keep_existing(existing, link):
-                link.start(LinkEvents(self._on_frame, self._on_link_closed), protocol.close if protocol else None)
+                link.start(
+                    LinkEvents(self._on_frame, self._on_link_closed), protocol.close if protocol else None
+                )
                 link.close("duplicate connection")
                 return
             existing.close("replaced by a better connection")
@@ -171,8 +196,14 @@ class MeshEndpoint:
         if protocol is not None:
             self._link_of[protocol] = link
         link.start(LinkEvents(self._on_frame, self._on_link_closed), protocol.close if protocol else None)
-        logger.info("peer joined", extra={"peer": link.node_id[:8], "peer_name": link.peer.name,
-                                            "path": "relayed" if link.is_relayed else "direct"})
+        logger.info(
+            "peer joined",
+            extra={
+                "peer": link.node_id[:8],
+                "peer_name": link.peer.name,
+                "path": "relayed" if link.is_relayed else "direct",
+            },
+        )
         self._announce(link)
         self._on_peers_changed()
 
@@ -186,16 +217,20 @@ class MeshEndpoint:
         if link.is_relayed:
             return
         announce = wire_pb2.WireFrame(
-            peer_announce=wire_pb2.PeerAddress(node_id=link.node_id, addresses=list(link.peer.addresses)))
+            peer_announce=wire_pb2.PeerAddress(node_id=link.node_id, addresses=list(link.peer.addresses))
+        )
         for other in self.links.values():
             if other is not link and not other.is_relayed:
                 other.send(announce)
 
     def admitted_frame(self) -> wire_pb2.Admitted:
-        return wire_pb2.Admitted(peers=[
-            wire_pb2.PeerAddress(node_id=link.node_id, addresses=list(link.peer.addresses))
-            for link in self.links.values() if not link.is_relayed and not link.closed.is_set()
-        ])
+        return wire_pb2.Admitted(
+            peers=[
+                wire_pb2.PeerAddress(node_id=link.node_id, addresses=list(link.peer.addresses))
+                for link in self.links.values()
+                if not link.is_relayed and not link.closed.is_set()
+            ]
+        )
 
     def _on_link_closed(self, link: PeerLink, reason: str) -> None:
         for protocol, known in list(self._link_of.items()):
@@ -204,7 +239,7 @@ class MeshEndpoint:
         if self.links.get(link.node_id) is link:
             del self.links[link.node_id]
             logger.info("peer gone", extra={"peer": link.node_id[:8], "reason": reason})
-            for relayed in [l for l in self.links.values() if l.via is link]:
+            for relayed in [other for other in self.links.values() if other.via is link]:
                 relayed.close(f"relay {link.node_id[:8]} gone")
             self._on_peers_changed()
 
@@ -218,10 +253,14 @@ class MeshEndpoint:
 
     # ---- incoming streams
 
-    def _on_stream(self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _on_stream(
+        self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._spawn(self._handle_stream(protocol, reader, writer))
 
-    async def _handle_stream(self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle_stream(
+        self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             opened, initial = await asyncio.wait_for(_read_stream_open(reader), STREAM_OPEN_TIMEOUT_S)
         except (FrameError, ConnectionError, TimeoutError) as exc:
@@ -239,8 +278,14 @@ class MeshEndpoint:
             return
         await self._dispatch(carrier, opened, initial, reader, writer)
 
-    async def _accept_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initial: bytes,
-                              protocol: MeshQuicProtocol | None, via: PeerLink | None) -> None:
+    async def _accept_control(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        initial: bytes,
+        protocol: MeshQuicProtocol | None,
+        via: PeerLink | None,
+    ) -> None:
         control = ControlReader(reader, initial)
         try:
             peer = await admit_as_listener(self.credentials, control, writer, self.admitted_frame)
@@ -254,17 +299,35 @@ class MeshEndpoint:
                 _abort(writer)
             return
         dialer_id = peer.node_id
-        link = PeerLink(peer, self.node_id, control, writer, protocol.create_stream if protocol else None,
-                        via=via, dialed_by=dialer_id, address=_remote_address(protocol))
+        link = PeerLink(
+            peer,
+            self.node_id,
+            control,
+            writer,
+            protocol.create_stream if protocol else None,
+            via=via,
+            dialed_by=dialer_id,
+            address=_remote_address(protocol),
+        )
         self._add_link(link, protocol)
 
-    async def _dispatch(self, carrier: PeerLink, opened: wire_pb2.StreamOpen, initial: bytes,
-                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _dispatch(
+        self,
+        carrier: PeerLink,
+        opened: wire_pb2.StreamOpen,
+        initial: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         source = opened.source_node_id or carrier.node_id
         if opened.kind == wire_pb2.STREAM_KIND_RELAY:
             await self._relay(source, opened, initial, reader, writer)
             return
-        if source != carrier.node_id and source not in self.links and opened.kind != wire_pb2.STREAM_KIND_CONTROL:
+        if (
+            source != carrier.node_id
+            and source not in self.links
+            and opened.kind != wire_pb2.STREAM_KIND_CONTROL
+        ):
             self.dropped_streams += 1
             _abort(writer)
             return
@@ -278,8 +341,14 @@ class MeshEndpoint:
             return
         await handler(source, initial, reader, writer)
 
-    async def _relay(self, source: str, opened: wire_pb2.StreamOpen, initial: bytes,
-                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _relay(
+        self,
+        source: str,
+        opened: wire_pb2.StreamOpen,
+        initial: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         target = self.links.get(opened.target_node_id)
         if target is None or target.is_relayed or opened.relayed_kind == wire_pb2.STREAM_KIND_RELAY:
             self.dropped_streams += 1
@@ -330,4 +399,3 @@ def _remote_address(protocol: MeshQuicProtocol | None) -> str:
         host, port = protocol._quic._network_paths[0].addr[:2]
         return f"{host}:{port}"
     return ""
-

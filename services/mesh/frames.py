@@ -86,7 +86,9 @@ class StreamOpenReader:
         return frame.stream_open, bytes(self._buffer[end:])
 
 
-def stream_open_frame(kind: int, source_node_id: str, target_node_id: str = "", relayed_kind: int = 0) -> bytes:
+def stream_open_frame(
+    kind: int, source_node_id: str, target_node_id: str = "", relayed_kind: int = 0
+) -> bytes:
     return encode_frame(
         wire_pb2.WireFrame(
             stream_open=wire_pb2.StreamOpen(

@@ -59,8 +59,15 @@ class ControlReader:
 class Credentials:
     """What this node proves with: its identity, the mesh id and secret, and what it tells peers."""
 
-    def __init__(self, identity: NodeIdentity, mesh_id: bytes, secret: bytes, name: str,
-                 addresses: tuple[str, ...], is_client: bool) -> None:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        mesh_id: bytes,
+        secret: bytes,
+        name: str,
+        addresses: tuple[str, ...],
+        is_client: bool,
+    ) -> None:
         self.identity = identity
         self.mesh_id = mesh_id
         self.secret = secret
@@ -87,8 +94,13 @@ async def admit_as_dialer(
         check_hello(theirs, credentials.mesh_id)
         if listener_tls_key is not None and theirs.public_key != listener_tls_key:
             raise AdmissionRefused("listener's key differs from its TLS certificate")
-        writer.write(encode_frame(wire_pb2.WireFrame(
-            proof=make_proof(credentials.identity, credentials.secret, b"dialer", mine, theirs))))
+        writer.write(
+            encode_frame(
+                wire_pb2.WireFrame(
+                    proof=make_proof(credentials.identity, credentials.secret, b"dialer", mine, theirs)
+                )
+            )
+        )
         proof = (await control.expect("proof")).proof
         peer = verify_proof(proof, credentials.secret, b"listener", mine, theirs)
         admitted = (await control.expect("admitted")).admitted
@@ -123,8 +135,13 @@ async def admit_as_listener(
         except AdmissionRefused as exc:
             writer.write(encode_frame(wire_pb2.WireFrame(refused=wire_pb2.Refused(reason=str(exc)))))
             raise
-        writer.write(encode_frame(wire_pb2.WireFrame(
-            proof=make_proof(credentials.identity, credentials.secret, b"listener", theirs, mine))))
+        writer.write(
+            encode_frame(
+                wire_pb2.WireFrame(
+                    proof=make_proof(credentials.identity, credentials.secret, b"listener", theirs, mine)
+                )
+            )
+        )
         writer.write(encode_frame(wire_pb2.WireFrame(admitted=admitted())))
         return peer
 

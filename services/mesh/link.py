@@ -78,7 +78,9 @@ class PeerLink:
             raise ConnectionError(f"peer {self.node_id[:8]} is gone")
         if self.via is not None:
             reader, writer = await self.via.open_raw()
-            writer.write(stream_open_frame(wire_pb2.STREAM_KIND_RELAY, self.local_node_id, self.node_id, kind))
+            writer.write(
+                stream_open_frame(wire_pb2.STREAM_KIND_RELAY, self.local_node_id, self.node_id, kind)
+            )
             return reader, writer
         reader, writer = await self.open_raw()
         writer.write(stream_open_frame(kind, self.local_node_id))
@@ -114,7 +116,9 @@ class PeerLink:
             sent = self._ping_sent.pop(frame.pong.seq, None)
             if sent is not None:
                 sample = (time.monotonic() - sent) * 1000
-                self.rtt_ms = sample if not self.rtt_ms else self.rtt_ms + RTT_SMOOTHING * (sample - self.rtt_ms)
+                self.rtt_ms = (
+                    sample if not self.rtt_ms else self.rtt_ms + RTT_SMOOTHING * (sample - self.rtt_ms)
+                )
         elif kind == "goodbye":
             self.close(f"left: {frame.goodbye.reason}" if frame.goodbye.reason else "left")
         else:

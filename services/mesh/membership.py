@@ -23,7 +23,12 @@ class MeshMembership:
         return InviteToken(self.mesh_id, self.secret, addresses)
 
     def save(self, path: Path) -> None:
-        data = {"mesh_id": self.mesh_id.hex(), "secret": self.secret.hex(), "name": self.name, "epoch": self.epoch}
+        data = {
+            "mesh_id": self.mesh_id.hex(),
+            "secret": self.secret.hex(),
+            "name": self.name,
+            "epoch": self.epoch,
+        }
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -35,8 +40,12 @@ class MeshMembership:
         if not path.exists():
             return None
         data = tomllib.loads(path.read_text())
-        return cls(bytes.fromhex(data["mesh_id"]), bytes.fromhex(data["secret"]), data.get("name", ""),
-                   int(data.get("epoch", 0)))
+        return cls(
+            bytes.fromhex(data["mesh_id"]),
+            bytes.fromhex(data["secret"]),
+            data.get("name", ""),
+            int(data.get("epoch", 0)),
+        )
 
 
 def load_or_create_membership(path: Path, join: InviteToken | None, name: str = "") -> MeshMembership:

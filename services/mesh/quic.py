@@ -67,7 +67,13 @@ class MeshQuicProtocol(QuicConnectionProtocol):
     Stock aioquic never wakes a reader on a reset stream; a tunnel must see it to end its request.
     """
 
-    def __init__(self, *args, on_stream: Callable[[MeshQuicProtocol, asyncio.StreamReader, asyncio.StreamWriter], None], on_lost: Callable[[MeshQuicProtocol], None], **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        *args,
+        on_stream: Callable[[MeshQuicProtocol, asyncio.StreamReader, asyncio.StreamWriter], None],
+        on_lost: Callable[[MeshQuicProtocol], None],
+        **kwargs,
+    ) -> None:  # type: ignore[no-untyped-def]
         kwargs["stream_handler"] = lambda reader, writer: on_stream(self, reader, writer)
         super().__init__(*args, **kwargs)
         self._on_lost = on_lost

@@ -8,7 +8,9 @@ import contextlib
 SPLICE_READ_BYTES = 256 * 1024
 
 
-async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: list[int] | None = None) -> None:
+async def pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: list[int] | None = None
+) -> None:
     """One direction; half-closes the far side at EOF so request/response protocols finish cleanly."""
     try:
         while True:

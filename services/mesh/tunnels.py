@@ -29,19 +29,21 @@ class TunnelListeners:
         key = (peer_id, kind)
         server = self._servers.get(key)
         if server is None:
-            server = await asyncio.start_server(
-                lambda r, w: self._accept(peer_id, kind, r, w), LOOPBACK, 0
-            )
+            server = await asyncio.start_server(lambda r, w: self._accept(peer_id, kind, r, w), LOOPBACK, 0)
             self._servers[key] = server
         return int(server.sockets[0].getsockname()[1])
 
-    def _accept(self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(
+        self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.ensure_future(self._carry(peer_id, kind, reader, writer))
         tasks = self._connections.setdefault(peer_id, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _carry(self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _carry(
+        self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         _no_delay(writer)
         link = self._find_link(peer_id)
         if link is None:
@@ -69,7 +71,9 @@ class TunnelListeners:
                 task.cancel()
 
 
-async def splice_to_local_port(port: int, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def splice_to_local_port(
+    port: int, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         local_reader, local_writer = await asyncio.wait_for(
             asyncio.open_connection(LOOPBACK, port), LOCAL_CONNECT_TIMEOUT_S

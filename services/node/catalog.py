@@ -110,7 +110,8 @@ def resolve_model(spec: str) -> ModelRequest:
         return ModelRequest(name=entry.name, path=str(target))
     if not target.exists():
         raise ModelNotFound(
-            f"{entry.name} is not downloaded yet: run `mesh-llm download {entry.name}` (~{entry.bytes >> 30} GB)"
+            f"{entry.name} is not downloaded yet: "
+            f"run `mesh-llm download {entry.name}` (~{entry.bytes >> 30} GB)"
         )
     return ModelRequest(name=entry.name, path=str(target))
 

@@ -21,7 +21,9 @@ SERVER_GRACE_S = 1.0
 Message = TypeVar("Message")
 
 
-async def start_server(home: NodeHome, service: str, register: Callable[[grpc.aio.Server], None]) -> grpc.aio.Server:
+async def start_server(
+    home: NodeHome, service: str, register: Callable[[grpc.aio.Server], None]
+) -> grpc.aio.Server:
     """Serve `service` on <home>/run/<service>.sock (a stale socket from a crash is replaced)."""
     home.ensure()
     path = home.socket(service)

@@ -28,9 +28,7 @@ class JsonFormatter(logging.Formatter):
 class PrettyFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS
-        )
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS)
         line = f"{stamp} {record.levelname[:4].lower():4} {record.name}: {record.getMessage()}"
         if extras:
             line += f"  {extras}"

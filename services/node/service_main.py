@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from services.node.config import ConfigError, NodeConfig
 from services.node.home import default_home
 from services.node.logs import configure_logging
 
 
-def service_main(service: str, run: Callable[[NodeConfig], Awaitable[None]]) -> None:
+def service_main(service: str, run: Callable[[NodeConfig], Coroutine[Any, Any, None]]) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("--home", type=Path, default=default_home())
     args = parser.parse_args()

@@ -51,7 +51,9 @@ def model_wants(config: NodeConfig) -> list[ModelWant]:
     return wants
 
 
-def plan_message(generation: int, node: NodeCapacity, assignments: list[ModelAssignment]) -> placement_pb2.Plan:
+def plan_message(
+    generation: int, node: NodeCapacity, assignments: list[ModelAssignment]
+) -> placement_pb2.Plan:
     return placement_pb2.Plan(
         generation=generation,
         node_id=node.node_id,
@@ -73,7 +75,9 @@ def plan_message(generation: int, node: NodeCapacity, assignments: list[ModelAss
 class PlacementController:
     """Holds the current plan and keeps the runner and the local gossip record in step with it."""
 
-    def __init__(self, config: NodeConfig, gossip: gossip_pb2_grpc.GossipStub, runner: runner_pb2_grpc.RunnerStub) -> None:
+    def __init__(
+        self, config: NodeConfig, gossip: gossip_pb2_grpc.GossipStub, runner: runner_pb2_grpc.RunnerStub
+    ) -> None:
         self._config = config
         self._gossip = gossip
         self._runner = runner
@@ -102,7 +106,9 @@ class PlacementController:
 
     async def _apply(self) -> None:
         try:
-            await self._runner.Apply(runner_pb2.ApplyRequest(processes=self._desired), timeout=APPLY_TIMEOUT_S)
+            await self._runner.Apply(
+                runner_pb2.ApplyRequest(processes=self._desired), timeout=APPLY_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError as error:
             # The runner Watch reconnect re-applies once it is back.
             logger.info("runner not reachable to apply plan (%s)", error.code().name)
@@ -123,8 +129,11 @@ class PlacementController:
             state = gossip_pb2.SERVE_STATE_LOADING
             if process is not None:
                 state = _PROCESS_TO_SERVE_STATE.get(process.state, gossip_pb2.SERVE_STATE_LOADING)
-            served.append(gossip_pb2.ServedModel(name=a.model, role=gossip_pb2.MODEL_ROLE_SOLO, state=state,
-                                                 host_node_id=self.plan.node_id))
+            served.append(
+                gossip_pb2.ServedModel(
+                    name=a.model, role=gossip_pb2.MODEL_ROLE_SOLO, state=state, host_node_id=self.plan.node_id
+                )
+            )
         if served == self._served:
             return
         try:
@@ -141,10 +150,14 @@ class PlacementServicer(placement_pb2_grpc.PlacementServicer):
     def __init__(self, controller: PlacementController) -> None:
         self._controller = controller
 
-    async def GetPlan(self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext) -> placement_pb2.Plan:
+    async def GetPlan(
+        self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext
+    ) -> placement_pb2.Plan:
         return self._controller.plan
 
-    async def WatchPlan(self, request: placement_pb2.WatchPlanRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[placement_pb2.Plan]:
+    async def WatchPlan(
+        self, request: placement_pb2.WatchPlanRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[placement_pb2.Plan]:
         while True:
             yield self._controller.plan
             async with self._controller.plan_changed:
@@ -159,7 +172,9 @@ async def run_placement(config: NodeConfig) -> None:
     runner = runner_pb2_grpc.RunnerStub(runner_channel)
     controller = PlacementController(config, gossip, runner)
     server = await start_server(
-        home, "placement", lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(controller), s)
+        home,
+        "placement",
+        lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(controller), s),
     )
 
     async def reset_served() -> None:

@@ -44,7 +44,9 @@ class _Front(asyncio.DatagramProtocol):
 
 
 class LinkSimulator:
-    def __init__(self, target_port: int, conditions: LinkConditions | None = None, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, conditions: LinkConditions | None = None, target_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
         self.conditions = conditions or LinkConditions()
         self.port = 0
@@ -62,7 +64,9 @@ class LinkSimulator:
         return self
 
     async def _open(self) -> None:
-        transport, _ = await self._loop.create_datagram_endpoint(lambda: _Front(self), local_addr=("127.0.0.1", 0))
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Front(self), local_addr=("127.0.0.1", 0)
+        )
         self._front = transport  # type: ignore[assignment]
         self.port = transport.get_extra_info("sockname")[1]
 
@@ -89,7 +93,10 @@ class LinkSimulator:
             self.packets_dropped += 1
             return
         self.packets_forwarded += 1
-        delay_s = max(0.0, conditions.delay_ms + self._rng.uniform(-conditions.jitter_ms, conditions.jitter_ms)) / 1000
+        delay_s = (
+            max(0.0, conditions.delay_ms + self._rng.uniform(-conditions.jitter_ms, conditions.jitter_ms))
+            / 1000
+        )
         if delay_s:
             self._loop.call_later(delay_s, send)
         else:

@@ -68,8 +68,16 @@ class RunningNode:
 
     def start(self) -> RunningNode:
         self.home.mkdir(parents=True, exist_ok=True)
-        command = [str(MESH_LLM), "--home", str(self.home), "--port", str(self.api_port),
-                   "--console", str(self.console_port), *self.args]
+        command = [
+            str(MESH_LLM),
+            "--home",
+            str(self.home),
+            "--port",
+            str(self.api_port),
+            "--console",
+            str(self.console_port),
+            *self.args,
+        ]
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         return self
@@ -96,16 +104,25 @@ class RunningNode:
 
     def llama_server_pid(self) -> int:
         def ready_pid() -> int:
-            [process] = [p for p in self.runner_status().processes if p.state == runner_pb2.PROCESS_STATE_READY]
+            [process] = [
+                p for p in self.runner_status().processes if p.state == runner_pb2.PROCESS_STATE_READY
+            ]
             return process.pid
 
         return int(wait_until(ready_pid, 60, "a ready llama-server"))
 
     def service_pid(self, service: str) -> int:
-        env = dict(os.environ, MESH_LLM_HOME=str(self.home), MESH_LLM_PYTHON=sys.executable, MESH_LLM_SERVES="true")
+        env = dict(
+            os.environ, MESH_LLM_HOME=str(self.home), MESH_LLM_PYTHON=sys.executable, MESH_LLM_SERVES="true"
+        )
         supervisorctl = Path(sys.executable).parent / "supervisorctl"
-        out = subprocess.run([str(supervisorctl), "-c", str(REPO_ROOT / "deploy/node.conf"), "pid", service],
-                             env=env, capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [str(supervisorctl), "-c", str(REPO_ROOT / "deploy/node.conf"), "pid", service],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         pid = int(out.stdout.strip() or 0)
         assert pid > 0, f"{service} not running: {out.stdout} {out.stderr}"
         return pid
@@ -113,8 +130,12 @@ class RunningNode:
     def chat(self, model: str, prompt: str = "Say hello.", max_tokens: int = 16) -> dict:
         response = httpx.post(
             f"{self.api_base}/chat/completions",
-            json={"model": model, "messages": [{"role": "user", "content": prompt}],
-                  "max_tokens": max_tokens, "temperature": 0},
+            json={
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            },
             timeout=60,
         )
         response.raise_for_status()
@@ -138,7 +159,9 @@ class RunningNode:
 
     def kill_hard(self) -> None:
         """SIGKILL every process of this node at once (a machine losing power, as far as peers see)."""
-        victims = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_has(p, self.home)]
+        victims = [
+            int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_has(p, self.home)
+        ]
         if self.process is not None:
             victims.append(self.process.pid)
         for pid in victims:

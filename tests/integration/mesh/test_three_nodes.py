@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +46,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[dict[str, RunningNode]]:
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]
+) -> Iterator[dict[str, RunningNode]]:
     root = tmp_path_factory.mktemp("mesh")
     a = start_node(root, "a", ["--model", str(models["tiny-x"])])
     nodes = {"a": a}
@@ -59,7 +60,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
         nodes["b"].wait_ready(["tiny-y"])
         nodes["c"].wait_ready([])
         for node in nodes.values():
-            wait_until(lambda n=node: models_listed(n) >= {"tiny-x", "tiny-y"}, 30, f"{node.home.name} to list X and Y")
+            wait_until(
+                lambda n=node: models_listed(n) >= {"tiny-x", "tiny-y"},
+                30,
+                f"{node.home.name} to list X and Y",
+            )
         yield nodes
     finally:
         for node in nodes.values():
@@ -85,7 +90,11 @@ def test_every_node_answers_for_both_models_with_the_openai_sdk(mesh: dict[str, 
             )
             assert reply.choices[0].message.content
             stream = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=8, temperature=0, stream=True
+                model=model,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=8,
+                temperature=0,
+                stream=True,
             )
             assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
@@ -108,13 +117,17 @@ def test_status_and_peers_show_node_ids_and_invite(mesh: dict[str, RunningNode])
         assert peer_ids(node) == set(ids.values()) - {ids[name]}
 
 
-def test_wrong_or_missing_secret_is_refused_and_never_listed(mesh: dict[str, RunningNode], tmp_path: Path) -> None:
+def test_wrong_or_missing_secret_is_refused_and_never_listed(
+    mesh: dict[str, RunningNode], tmp_path: Path
+) -> None:
     real = InviteToken.decode(mesh["a"].invite())
     wrong_secret = InviteToken(real.mesh_id, os.urandom(32), real.addresses).encode()
     other_mesh = InviteToken.new_mesh(real.addresses).encode()
     before = {name: peer_ids(node) for name, node in mesh.items()}
-    intruders = [start_node(tmp_path, f"intruder{i}", ["--join", token, "--client"])
-                 for i, token in enumerate([wrong_secret, other_mesh])]
+    intruders = [
+        start_node(tmp_path, f"intruder{i}", ["--join", token, "--client"])
+        for i, token in enumerate([wrong_secret, other_mesh])
+    ]
     try:
         for intruder in intruders:
             intruder.wait_ready([])
@@ -146,12 +159,23 @@ def test_killed_server_leaves_every_view_within_5s_and_streams_end_cleanly(
         stream_done = threading.Event()
 
         def long_stream() -> None:
-            body = {"model": "tiny-y", "stream": True, "max_tokens": 100000, "temperature": 0,
-                    "messages": [{"role": "user", "content": "go on forever"}], "ignore_eos": True}
-            url = mesh['c'].api_base
+            body = {
+                "model": "tiny-y",
+                "stream": True,
+                "max_tokens": 100000,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "go on forever"}],
+                "ignore_eos": True,
+            }
+            url = mesh["c"].api_base
             try:
-                with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=30,
-                                  headers={"x-mesh-llm-prefer-node": b_id}) as response:
+                with httpx.stream(
+                    "POST",
+                    f"{url}/chat/completions",
+                    json=body,
+                    timeout=30,
+                    headers={"x-mesh-llm-prefer-node": b_id},
+                ) as response:
                     for line in response.iter_lines():
                         if line.startswith("data: "):
                             events.append(line[6:])
@@ -166,15 +190,24 @@ def test_killed_server_leaves_every_view_within_5s_and_streams_end_cleanly(
         mesh["b"].kill_hard()
         killed_at = time.monotonic()
         for node in (mesh["a"], mesh["c"], b2):
-            wait_until(lambda n=node: b_id not in peer_ids(n), PEER_GONE_DEADLINE_S, "B to leave the peer list")
-            wait_until(lambda n=node: n.servers_of("tiny-y") == [b2_id], PEER_GONE_DEADLINE_S, "B to leave the routes")
+            wait_until(
+                lambda n=node: b_id not in peer_ids(n), PEER_GONE_DEADLINE_S, "B to leave the peer list"
+            )
+            wait_until(
+                lambda n=node: n.servers_of("tiny-y") == [b2_id],
+                PEER_GONE_DEADLINE_S,
+                "B to leave the routes",
+            )
         assert time.monotonic() - killed_at <= PEER_GONE_DEADLINE_S + 1
         assert stream_done.wait(PEER_GONE_DEADLINE_S + 5), "the in-flight stream hung"
         last = json.loads(events[-1]) if events[-1].startswith("{") else {}
         assert "error" in last, f"stream did not end with an error event: {events[-3:]}"
         for node in (mesh["a"], mesh["c"]):
-            reply = httpx.post(f"{node.api_base}/chat/completions", timeout=30, json={
-                "model": "tiny-y", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+            reply = httpx.post(
+                f"{node.api_base}/chat/completions",
+                timeout=30,
+                json={"model": "tiny-y", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            )
             assert reply.status_code == 200
     finally:
         b2.stop()

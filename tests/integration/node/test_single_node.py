@@ -48,10 +48,18 @@ def test_chat_completion_answers_with_and_without_streaming(node: RunningNode) -
     assert body["model"] == MODEL
 
     chunks = []
-    with httpx.stream("POST", f"{node.api_base}/chat/completions", timeout=60, json={
-        "model": MODEL, "stream": True, "max_tokens": 16, "temperature": 0,
-        "messages": [{"role": "user", "content": "Count to five."}],
-    }) as response:
+    with httpx.stream(
+        "POST",
+        f"{node.api_base}/chat/completions",
+        timeout=60,
+        json={
+            "model": MODEL,
+            "stream": True,
+            "max_tokens": 16,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Count to five."}],
+        },
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
@@ -64,7 +72,9 @@ def test_chat_completion_answers_with_and_without_streaming(node: RunningNode) -
 def test_openai_sdk_sync_and_async_streaming_and_not(node: RunningNode) -> None:
     client = openai.OpenAI(base_url=node.api_base, api_key="dummy")
     assert MODEL in [m.id for m in client.models.list()]
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+    )
     assert reply.choices[0].message.content
     streamed = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True
@@ -73,7 +83,9 @@ def test_openai_sdk_sync_and_async_streaming_and_not(node: RunningNode) -> None:
 
     async def run_async() -> str:
         async_client = openai.AsyncOpenAI(base_url=node.api_base, api_key="dummy")
-        completion = await async_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8)
+        completion = await async_client.completions.create(
+            model=MODEL, prompt="Once upon a time", max_tokens=8
+        )
         stream = await async_client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True
         )
@@ -87,29 +99,44 @@ def test_openai_sdk_sync_and_async_streaming_and_not(node: RunningNode) -> None:
 
 
 def test_unknown_model_is_a_404_listing_known_models(node: RunningNode) -> None:
-    response = httpx.post(f"{node.api_base}/chat/completions", timeout=10,
-                          json={"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    response = httpx.post(
+        f"{node.api_base}/chat/completions",
+        timeout=10,
+        json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert response.status_code == 404
     assert MODEL in response.json()["error"]["message"]
 
 
 def test_meshctl_status_shows_services_model_and_process(node: RunningNode) -> None:
     meshctl = Path(sys.executable).parent / "meshctl"
-    out = subprocess.run([str(meshctl), "--home", str(node.home), "status"], capture_output=True, text=True,
-                         timeout=30, env=dict(os.environ, COLUMNS="200"))
+    out = subprocess.run(
+        [str(meshctl), "--home", str(node.home), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, COLUMNS="200"),
+    )
     assert out.returncode == 0, out.stderr
     for service in ("mesh", "gossip", "placement", "runner", "gateway"):
         assert service in out.stdout
     assert MODEL in out.stdout and "ready" in out.stdout
-    plan = subprocess.run([str(meshctl), "--home", str(node.home), "plan"], capture_output=True, text=True,
-                          timeout=30, env=dict(os.environ, COLUMNS="200"))
+    plan = subprocess.run(
+        [str(meshctl), "--home", str(node.home), "plan"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, COLUMNS="200"),
+    )
     assert plan.returncode == 0 and "solo" in plan.stdout and "fits" in plan.stdout
 
 
 def test_killed_llama_server_is_restarted_and_serves_again(node: RunningNode) -> None:
     old = node.llama_server_pid()
     os.kill(old, signal.SIGKILL)
-    new = wait_until(lambda: (p := node.llama_server_pid()) != old and p, RECOVERY_TIMEOUT_S, "a new llama-server")
+    new = wait_until(
+        lambda: (p := node.llama_server_pid()) != old and p, RECOVERY_TIMEOUT_S, "a new llama-server"
+    )
     assert new != old
     wait_until(lambda: node.chat(MODEL), RECOVERY_TIMEOUT_S, "the node to answer again")
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from services.mesh.identity import IdentityError, load_or_create_identity
-from services.mesh.membership import load_or_create_membership
 from services.mesh.invite import InviteToken
+from services.mesh.membership import load_or_create_membership
 
 
 def test_identity_is_created_once_private_and_stable(tmp_path: Path) -> None:

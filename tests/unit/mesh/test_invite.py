@@ -24,11 +24,14 @@ def test_pasted_with_whitespace_still_decodes() -> None:
     assert InviteToken.decode(f"  {token.encode()}\n") == token
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("hello", "should start with"),
-    ("mesh1-", "truncated"),
-    ("mesh1-!!!!", "damaged"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("hello", "should start with"),
+        ("mesh1-", "truncated"),
+        ("mesh1-!!!!", "damaged"),
+    ],
+)
 def test_bad_tokens_say_what_is_wrong(text: str, reason: str) -> None:
     with pytest.raises(InvalidToken, match=reason):
         InviteToken.decode(text)

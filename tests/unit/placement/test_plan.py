@@ -15,7 +15,9 @@ def test_model_that_fits_with_headroom_runs_solo() -> None:
 
 
 def test_model_without_headroom_does_not_fit_and_says_why() -> None:
-    [assignment] = plan_local_models(node(int(2 * GB * 1.05), capped=True), [ModelWant("m", "/m.gguf", 2 * GB)])
+    [assignment] = plan_local_models(
+        node(int(2 * GB * 1.05), capped=True), [ModelWant("m", "/m.gguf", 2 * GB)]
+    )
     assert assignment.role is Role.DOES_NOT_FIT
     assert "--max-vram" in assignment.reasons[0]
     assert "2.20 GB" in assignment.reasons[0]
