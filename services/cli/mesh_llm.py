@@ -13,7 +13,7 @@ from rich.console import Console
 from services import __version__
 from services.cli.arguments import OneLineArgumentParser, fail, host_port, port_number, positive_gb
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
-from services.cli.node_status import NodeNotRunning, node_invite, node_status
+from services.cli.node_status import NodeNotRunning, node_invite, node_peers, node_status
 from services.mesh.invite import InvalidToken, InviteToken
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
 from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
@@ -22,6 +22,7 @@ from services.node.home import default_home
 PROG = "mesh-llm"
 READY_TIMEOUT_S = 600.0
 READY_POLL_S = 0.25
+JOIN_SETTLE_S = 5.0
 STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed"}
 
 INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compatible API.
@@ -142,6 +143,16 @@ def wait_until_started(config: NodeConfig, console: Console, supervisor_alive) -
     return False
 
 
+def _peers_after_join(config: NodeConfig) -> list:  # type: ignore[type-arg]
+    """A joining node shows its peers: give admission a moment before printing."""
+    deadline = time.monotonic() + (JOIN_SETTLE_S if config.join_tokens else 0)
+    while True:
+        peers = list(node_peers(config.node_home).peers)
+        if peers or time.monotonic() >= deadline:
+            return peers
+        time.sleep(READY_POLL_S)
+
+
 def print_ready_screen(config: NodeConfig, console: Console) -> None:
     current = node_status(config.node_home)
     invite = node_invite(config.node_home)
@@ -152,6 +163,9 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
         console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
     # Never wrapped: the token must survive copy-paste from any terminal width.
     console.print(f"  Invite   {invite.token}", soft_wrap=True)
+    peers = _peers_after_join(config)
+    listed = ", ".join(f"{p.node_id[:8]} ({p.name})" for p in peers[:6])
+    console.print(f"  Peers    {len(peers)} connected{': ' + listed if listed else ''}")
     console.print(f"  Logs     {config.node_home.logs}")
     console.print("[dim]Ctrl-C stops the node.[/]")
 
