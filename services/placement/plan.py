@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 SOLO_HEADROOM = 1.1
 BYTES_PER_GB = 1e9
@@ -37,17 +38,46 @@ class NodeCapacity:
     vram_capped: bool = False  # --max-vram lowered the detected figure
 
 
+class LayerShare(NamedTuple):
+    """One member's part of a split: its fraction of the layers and the model bytes that means."""
+
+    node_id: str
+    fraction: float
+    bytes: int
+
+
 @dataclass(frozen=True)
 class ModelAssignment:
     model: str
-    path: str
+    path: str  # this node's own copy (a split worker loads its layers from it, never over the wire)
     bytes: int
     role: Role
     reasons: tuple[str, ...]
+    # Splits only: the host (also set for SPLIT_WORKER) and every member's share, host first,
+    # then the workers in the order the host lists them in --rpc.
+    host_node_id: str = ""
+    shares: tuple[LayerShare, ...] = ()
 
 
-def _gb(value: float) -> str:
+def format_gb(value: float) -> str:
     return f"{value / BYTES_PER_GB:.2f} GB"
+
+
+def needed_bytes(model_bytes: int) -> int:
+    """Memory a model needs wherever it runs, solo or summed over a split group."""
+    return int(model_bytes * SOLO_HEADROOM)
+
+
+def _needs(needed: int, model_bytes: int) -> str:
+    return f"needs {format_gb(needed)} ({SOLO_HEADROOM} × {format_gb(model_bytes)})"
+
+
+def fits_reason(needed: int, model_bytes: int, free: int) -> str:
+    return f"fits: {_needs(needed, model_bytes)}, {format_gb(free)} free"
+
+
+def does_not_fit_reason(needed: int, model_bytes: int, free: int) -> str:
+    return f"does not fit alone: {_needs(needed, model_bytes)}, {format_gb(free)} free"
 
 
 def plan_local_models(
@@ -58,18 +88,49 @@ def plan_local_models(
     budget_source = "--max-vram" if node.vram_capped else "detected memory"
     assignments = []
     for want in wants:
-        needed = int(want.bytes * SOLO_HEADROOM)
+        needed = needed_bytes(want.bytes)
         if force_split:
             role, reason = Role.WAITING, "--split forces a split; waiting for peers to split with"
         elif needed <= remaining:
             role = Role.SOLO
-            reason = f"fits: needs {_gb(needed)} ({SOLO_HEADROOM} × {_gb(want.bytes)}), {_gb(remaining)} free"
+            reason = fits_reason(needed, want.bytes, remaining)
             remaining -= needed
         else:
             role = Role.DOES_NOT_FIT
             reason = (
-                f"does not fit: needs {_gb(needed)} ({SOLO_HEADROOM} × {_gb(want.bytes)}), "
-                f"{_gb(remaining)} free of {_gb(node.vram_bytes)} ({budget_source}); no peers to split with"
+                f"does not fit: {_needs(needed, want.bytes)}, {format_gb(remaining)} free of "
+                f"{format_gb(node.vram_bytes)} ({budget_source}); no peers to split with"
             )
         assignments.append(ModelAssignment(want.name, want.path, want.bytes, role, (reason,)))
     return assignments
+
+
+# A share moving by less than this is less than one layer of any model under 1,000 layers:
+# llama.cpp would place the same layers, so it is not worth a restart.
+SHARE_CHANGE_DECIMALS = 3
+
+ProcessKey = tuple[object, ...]
+
+
+def _process_key(assignment: ModelAssignment) -> ProcessKey | None:
+    """What the runner would start for this assignment; None when it starts nothing."""
+    if assignment.role is Role.SOLO:
+        return (Role.SOLO, assignment.path)
+    if assignment.role is Role.SPLIT_HOST:
+        # The host's --rpc list and --tensor-split both follow the shares, in order.
+        split = tuple((s.node_id, round(s.fraction, SHARE_CHANGE_DECIMALS)) for s in assignment.shares)
+        return (Role.SPLIT_HOST, assignment.path, split)
+    if assignment.role is Role.SPLIT_WORKER:
+        # An rpc-server does not know its share: the host decides which layers it sends.
+        return (Role.SPLIT_WORKER, assignment.path, assignment.host_node_id)
+    return None
+
+
+def _processes(assignments: list[ModelAssignment]) -> dict[str, ProcessKey]:
+    keys = {a.model: _process_key(a) for a in assignments}
+    return {model: key for model, key in keys.items() if key is not None}
+
+
+def assignment_changed(old: list[ModelAssignment], new: list[ModelAssignment]) -> bool:
+    """True only if this node's processes differ: reasons, standby ↔ waiting and order do not count."""
+    return _processes(old) != _processes(new)
