@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEFAULT_MODEL := gemma3-270m
 PYTEST_ARGS ?=
 
-.PHONY: install run test llama model protos lint bench clean
+.PHONY: install run test llama model browser protos lint bench clean
 
 install: $(STAMP) llama model
 
@@ -25,6 +25,13 @@ llama:
 model: $(STAMP)
 	@$(PY) -c "from services.node.catalog import resolve_model; resolve_model('$(DEFAULT_MODEL)')"
 
+# The console's end-to-end tests drive Debian's chromium (Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "[install] chromium (Debian package) for the console's browser tests"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
@@ -36,7 +43,7 @@ lint: $(STAMP)
 run: install
 	$(VENV)/bin/mesh-llm --model $(DEFAULT_MODEL)
 
-test: install lint
+test: install browser lint
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
