@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -111,14 +112,21 @@ def show_logs(home: NodeHome, service: str, follow: bool) -> None:
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Administer a running mesh-llm node.")
     parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
+    # `--home` also after the command (`mesh-llm rotate-key --home X` passes its argv on as is);
+    # SUPPRESS keeps a subcommand that lacks it from resetting the one given before the command.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--home", type=Path, default=argparse.SUPPRESS, help="node home dir")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
-    commands.add_parser("status", help="services, models and processes of this node")
-    commands.add_parser("peers", help="nodes this node is connected to")
-    commands.add_parser("models", help="models this node can route to")
-    commands.add_parser("plan", help="this node's placement and why")
-    commands.add_parser("invite", help="print the invite token")
-    commands.add_parser("rotate-key", help="new mesh secret; old invite tokens stop admitting")
-    logs = commands.add_parser("logs", help="show a service's log")
+    for name, summary in (
+        ("status", "services, models and processes of this node"),
+        ("peers", "nodes this node is connected to"),
+        ("models", "models this node can route to"),
+        ("plan", "this node's placement and why"),
+        ("invite", "print the invite token"),
+        ("rotate-key", "new mesh secret; old invite tokens stop admitting"),
+    ):
+        commands.add_parser(name, help=summary, parents=[after])
+    logs = commands.add_parser("logs", help="show a service's log", parents=[after])
     logs.add_argument("service", choices=[*SERVICES, "supervisord"])
     logs.add_argument("-f", "--follow", action="store_true")
     return parser

@@ -1,6 +1,8 @@
-"""Read a running node's state over gRPC (the gateway's Admin service and the mesh service)."""
+"""Read a running node's state over gRPC: the gateway's Admin service and the mesh, gossip, placement."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
@@ -17,10 +19,10 @@ class NodeNotRunning(Exception):
     """No node answers in this home dir."""
 
 
-def _call(home: NodeHome, service: str, call):  # type: ignore[no-untyped-def]
+def _unary(home: NodeHome, service: str, stub_class: type, method: str, request: Any) -> Any:
     with grpc.insecure_channel(home.grpc_target(service)) as channel:
         try:
-            return call(channel)
+            return getattr(stub_class(channel), method)(request, timeout=STATUS_TIMEOUT_S)
         except grpc.RpcError as error:
             raise NodeNotRunning(
                 f"the {service} service of the node in {home.root} does not answer ({error.code().name}); "
@@ -29,70 +31,29 @@ def _call(home: NodeHome, service: str, call):  # type: ignore[no-untyped-def]
 
 
 def node_status(home: NodeHome) -> gateway_pb2.NodeStatus:
-    return _call(
-        home,
-        "gateway",
-        lambda ch: gateway_pb2_grpc.AdminStub(ch).GetStatus(
-            gateway_pb2.GetStatusRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "gateway", gateway_pb2_grpc.AdminStub, "GetStatus", gateway_pb2.GetStatusRequest())
 
 
 def node_identity(home: NodeHome) -> mesh_pb2.Identity:
-    return _call(
-        home,
-        "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetIdentity(
-            mesh_pb2.GetIdentityRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "GetIdentity", mesh_pb2.GetIdentityRequest())
 
 
 def node_invite(home: NodeHome) -> mesh_pb2.Invite:
-    return _call(
-        home,
-        "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).GetInvite(
-            mesh_pb2.GetInviteRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "GetInvite", mesh_pb2.GetInviteRequest())
 
 
 def rotate_secret(home: NodeHome) -> mesh_pb2.Invite:
-    return _call(
-        home,
-        "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).RotateSecret(
-            mesh_pb2.RotateSecretRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
-
-
-def node_plan(home: NodeHome) -> placement_pb2.Plan:
-    return _call(
-        home,
-        "placement",
-        lambda ch: placement_pb2_grpc.PlacementStub(ch).GetPlan(
-            placement_pb2.GetPlanRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "RotateSecret", mesh_pb2.RotateSecretRequest())
 
 
 def node_peers(home: NodeHome) -> mesh_pb2.ListPeersResponse:
-    return _call(
-        home,
-        "mesh",
-        lambda ch: mesh_pb2_grpc.MeshStub(ch).ListPeers(
-            mesh_pb2.ListPeersRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "ListPeers", mesh_pb2.ListPeersRequest())
+
+
+def node_plan(home: NodeHome) -> placement_pb2.Plan:
+    stub = placement_pb2_grpc.PlacementStub
+    return _unary(home, "placement", stub, "GetPlan", placement_pb2.GetPlanRequest())
 
 
 def mesh_view(home: NodeHome) -> gossip_pb2.MeshView:
-    return _call(
-        home,
-        "gossip",
-        lambda ch: gossip_pb2_grpc.GossipStub(ch).GetView(
-            gossip_pb2.GetViewRequest(), timeout=STATUS_TIMEOUT_S
-        ),
-    )
+    return _unary(home, "gossip", gossip_pb2_grpc.GossipStub, "GetView", gossip_pb2.GetViewRequest())
