@@ -114,7 +114,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
     # `--home` also after the command (`mesh-llm rotate-key --home X` passes its argv on as is);
     # SUPPRESS keeps a subcommand that lacks it from resetting the one given before the command.
-    after = argparse.ArgumentParser(add_help=False)
+    after = OneLineArgumentParser(add_help=False)
     after.add_argument("--home", type=Path, default=argparse.SUPPRESS, help="node home dir")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     for name, summary in (

@@ -89,7 +89,11 @@ class MeshEndpoint:
 
     async def dial(self, address: str) -> PeerLink:
         """Connect to `address` and pass admission; raises AdmissionRefused or OSError."""
-        host, port = split_address(address)
+        try:
+            host, port = split_address(address)
+        except ValueError as exc:
+            # Addresses come from peers (Admitted, announces): untrusted input.
+            raise ConnectionError(f"unusable address {address!r}") from exc
         ready: asyncio.Future[PeerLink] = asyncio.get_running_loop().create_future()
         self._spawn(self._hold_connection(host, port, address, ready))
         return await ready
@@ -156,6 +160,8 @@ class MeshEndpoint:
         self._dialing.add(node_id)
         try:
             for address in addresses:
+                if address in self.credentials.addresses:
+                    continue  # an announce pointing back at us: never dial ourselves
                 try:
                     link = await self.dial(address)
                 except (ConnectionError, AdmissionRefused, OSError) as exc:
@@ -253,6 +259,17 @@ class MeshEndpoint:
 
     # ---- incoming streams
 
+    def _drop_stream(
+        self, writer: asyncio.StreamWriter, reason: str, carrier: PeerLink | None = None
+    ) -> None:
+        """Malformed, oversized or unknown: reset that stream only (not its connection), count it, say why."""
+        self.dropped_streams += 1
+        extra = {"reason": reason, "dropped_total": self.dropped_streams}
+        if carrier is not None:
+            extra["peer"] = carrier.node_id[:8]
+        logger.warning("dropped a stream", extra=extra)
+        _abort(writer)
+
     def _on_stream(
         self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -264,15 +281,14 @@ class MeshEndpoint:
         try:
             opened, initial = await asyncio.wait_for(_read_stream_open(reader), STREAM_OPEN_TIMEOUT_S)
         except (FrameError, ConnectionError, TimeoutError) as exc:
-            self.dropped_streams += 1
-            logger.warning("dropped a malformed stream", extra={"reason": str(exc)})
-            _abort(writer)
+            self._drop_stream(writer, f"malformed stream start: {str(exc) or 'timed out'}")
             return
         carrier = self._link_of.get(protocol)
         if carrier is None:
             if opened.kind != wire_pb2.STREAM_KIND_CONTROL:
-                self.dropped_streams += 1
-                _abort(writer)
+                self._drop_stream(writer, "data stream before admission")
+                # An unadmitted node gets nothing more from us: not even the connection.
+                protocol.close()
                 return
             await self._accept_control(reader, writer, initial, protocol, None)
             return
@@ -321,23 +337,22 @@ class MeshEndpoint:
     ) -> None:
         source = opened.source_node_id or carrier.node_id
         if opened.kind == wire_pb2.STREAM_KIND_RELAY:
-            await self._relay(source, opened, initial, reader, writer)
+            # Relays are one hop: the carrier is the true source, whatever the frame claims.
+            await self._relay(carrier.node_id, opened, initial, reader, writer)
             return
         if (
             source != carrier.node_id
             and source not in self.links
             and opened.kind != wire_pb2.STREAM_KIND_CONTROL
         ):
-            self.dropped_streams += 1
-            _abort(writer)
+            self._drop_stream(writer, f"stream from unknown source {source[:8]!r}", carrier)
             return
         if opened.kind == wire_pb2.STREAM_KIND_CONTROL:
             await self._accept_control(reader, writer, initial, None, carrier)
             return
         handler = self._stream_handlers.get(opened.kind)
         if handler is None:
-            self.dropped_streams += 1
-            _abort(writer)
+            self._drop_stream(writer, f"unknown stream kind {opened.kind}", carrier)
             return
         await handler(source, initial, reader, writer)
 
@@ -351,8 +366,7 @@ class MeshEndpoint:
     ) -> None:
         target = self.links.get(opened.target_node_id)
         if target is None or target.is_relayed or opened.relayed_kind == wire_pb2.STREAM_KIND_RELAY:
-            self.dropped_streams += 1
-            _abort(writer)
+            self._drop_stream(writer, f"cannot relay to {opened.target_node_id[:8]!r}")
             return
         try:
             far_reader, far_writer = await target.open_raw()
@@ -387,6 +401,9 @@ def _abort(writer: asyncio.StreamWriter) -> None:
         stream_id = adapter.stream_id  # type: ignore[attr-defined]
         quic.reset_stream(stream_id, STREAM_REFUSED_ERROR)
         adapter.protocol.transmit()  # type: ignore[attr-defined]
+        # A reset stream takes no FIN: without this, StreamWriter.__del__ tries to send one and
+        # aioquic raises (logged as "Exception ignored") for every dropped stream.
+        adapter._closing = True  # type: ignore[attr-defined]
         return
     with contextlib.suppress(Exception):
         writer.close()

@@ -30,10 +30,15 @@ class ControlReader:
     def __init__(self, reader: asyncio.StreamReader, initial: bytes = b"") -> None:
         self._reader = reader
         self._decoder = FrameDecoder()
-        self._pending: list[wire_pb2.WireFrame] = self._decoder.feed(initial) if initial else []
+        self._pending: list[wire_pb2.WireFrame] = []
+        # Decoded on the first next(), not here: a malformed frame must surface where callers catch it.
+        self._initial = initial
 
     async def next(self) -> wire_pb2.WireFrame:
         """Raises ConnectionError at end of stream and FrameError on a malformed frame."""
+        if self._initial:
+            initial, self._initial = self._initial, b""
+            self._pending.extend(self._decoder.feed(initial))
         while not self._pending:
             data = await self._reader.read(HANDSHAKE_READ_BYTES)
             if not data:
