@@ -22,6 +22,13 @@ from fastapi import FastAPI
 
 from services.gateway.admin import register_admin
 from services.gateway.console import build_console_app
+from services.gateway.console_feed import (
+    ConsoleFeed,
+    LogEventHandler,
+    install_log_events,
+    remove_log_events,
+)
+from services.gateway.events import EventBus
 from services.gateway.openai_api import build_api_app
 from services.gateway.peers import PEER_SERVICES, PeerServices
 from services.gateway.proxy import UpstreamProxy
@@ -136,12 +143,16 @@ class Gateway:
     servers: tuple[EmbeddedServer, ...]
     server_tasks: list[asyncio.Task[None]]
     watch_tasks: list[asyncio.Task[None]]
+    bus: EventBus | None = None
+    log_events: LogEventHandler | None = None
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
         return [*self.server_tasks, *self.watch_tasks]
 
     async def stop(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
         for server in self.servers:
             server.should_exit = True
         # uvicorn drains for GRACEFUL_SHUTDOWN_S itself; the extra second covers its own teardown.
@@ -149,6 +160,8 @@ class Gateway:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.log_events is not None:
+            remove_log_events(self.log_events)
         await self.admin.stop(GRPC_STOP_GRACE_S)
         await self.proxy.aclose()
         await self.peers.close()
@@ -173,14 +186,19 @@ async def start_gateway(config: NodeConfig) -> Gateway:
     reporter = StatusReporter(config, sources, counters, peers)
     admin = await start_server(config.node_home, "gateway", functools.partial(register_admin, reporter))
     remote = RemoteForwarder(TunnelDirectory(mesh_pb2_grpc.MeshStub(peers.channels["mesh"])), proxy)
-    api = embedded_server(build_api_app(sources, proxy, counters, remote))
-    console = embedded_server(build_console_app(reporter))
+    api_app = build_api_app(sources, proxy, counters, remote)
+    bus = EventBus()
+    feed = ConsoleFeed(sources, counters, bus)
+    api = embedded_server(api_app)
+    console = embedded_server(build_console_app(reporter, bus, api_app))
     server_tasks = [
         _task(api.serve(sockets=[api_sock]), "api"),
         _task(console.serve(sockets=[console_sock]), "console"),
     ]
-    watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(_watchers(config, sources, peers))]
-    return Gateway(proxy, peers, admin, (api, console), server_tasks, watch_tasks)
+    watchers = [*_watchers(config, sources, peers), feed.run_rates()]
+    watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(watchers)]
+    log_events = install_log_events(bus)
+    return Gateway(proxy, peers, admin, (api, console), server_tasks, watch_tasks, bus, log_events)
 
 
 async def run_gateway(config: NodeConfig, logger: logging.Logger) -> None:

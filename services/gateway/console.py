@@ -1,25 +1,106 @@
-"""The console server on :3131. For now `/api/status` and `/health`; the web UI and events come later."""
+"""The console server on :3131: `/api/status`, `/api/events` (SSE), the web UI, and `/v1/*` for its chat.
+
+The UI's chat posts to `/v1/chat/completions` on the console's own origin, which runs the very same API
+app as :9337 in-process (same routing table, counters and streaming path): no CORS, no second hop, and
+the page works behind whatever single port a user forwards.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from services.gateway._fastapi import new_app
+from services.gateway.events import (
+    KEEPALIVE_INTERVAL_S,
+    ConsoleEvent,
+    EventBus,
+    EventKind,
+    TooManySubscribers,
+    sse_stream,
+)
 from services.gateway.status import StatusReporter
 
+UI_DIR = Path(__file__).resolve().parent / "console_ui"
+# Set to 1 to show the invite token to viewers on other machines (with --listen-all); see README.
+SHOW_TOKEN_ENV = "MESH_LLM_CONSOLE_SHOW_TOKEN"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})
+# Everything the page loads comes from this server: no CDN, no inline script.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+API_METHODS = ["GET", "POST"]
 
-def build_console_app(reporter: StatusReporter) -> FastAPI:
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    show_token_to_remote: bool = False
+    keepalive_s: float = KEEPALIVE_INTERVAL_S
+
+    @classmethod
+    def from_env(cls) -> ConsoleSettings:
+        return cls(show_token_to_remote=os.environ.get(SHOW_TOKEN_ENV, "") == "1")
+
+
+def shows_invite_token(request: Request, settings: ConsoleSettings) -> bool:
+    """The invite token admits anyone to the mesh: shown on this machine only, unless configured."""
+    client = request.client
+    return settings.show_token_to_remote or (client is not None and client.host in LOOPBACK_HOSTS)
+
+
+def _add_api_routes(app: FastAPI, reporter: StatusReporter, bus: EventBus, settings: ConsoleSettings) -> None:
+    async def api_status(request: Request) -> Response:
+        snapshot = await reporter.snapshot(shows_invite_token(request, settings))
+        return JSONResponse(snapshot.to_json())
+
+    async def api_events(request: Request) -> Response:
+        try:
+            subscription = bus.subscribe()  # before the snapshot, so no change falls in between
+        except TooManySubscribers as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "5"})
+        try:
+            snapshot = await reporter.snapshot(shows_invite_token(request, settings))
+        except BaseException:
+            bus.unsubscribe(subscription)
+            raise
+        first = ConsoleEvent(EventKind.SNAPSHOT, snapshot.to_json())
+        stream = sse_stream(bus, subscription, first, settings.keepalive_s)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def index(request: Request) -> Response:
+        headers = {"content-security-policy": CONTENT_SECURITY_POLICY, "cache-control": "no-cache"}
+        return FileResponse(UI_DIR / "index.html", headers=headers)
+
+    app.add_route("/api/status", api_status, methods=["GET"])
+    app.add_route("/api/events", api_events, methods=["GET"])
+    app.add_route("/health", health, methods=["GET"])
+    app.add_route("/", index, methods=["GET"])
+
+
+def build_console_app(
+    reporter: StatusReporter,
+    bus: EventBus | None = None,
+    api_app: ASGIApp | None = None,
+    settings: ConsoleSettings | None = None,
+) -> FastAPI:
+    """`api_app` is the :9337 app, served again under `/v1` for the UI's chat; None leaves it out."""
     app = new_app("mesh-llm console")
-
-    @app.get("/api/status")
-    async def api_status() -> dict[str, Any]:
-        snapshot = await reporter.snapshot()
-        return snapshot.to_json()
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+    _add_api_routes(app, reporter, bus or EventBus(), settings or ConsoleSettings.from_env())
+    if api_app is not None:
+        # An ASGI app as a route endpoint gets the scope untouched, so the API sees `/v1/...` paths.
+        app.router.routes.append(Route("/v1/{path:path}", endpoint=api_app, methods=API_METHODS))
+    app.mount("/", StaticFiles(directory=UI_DIR), name="console-ui")
     return app

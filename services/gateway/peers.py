@@ -19,7 +19,7 @@ from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 PEER_SERVICES = ("mesh", "gossip", "placement", "runner")
 # A local service on a Unix socket answers in well under a millisecond; anything slower is down.
 PROBE_TIMEOUT_S = 0.5
-# The console polls /api/status; probing at most this often keeps that cheap.
+# Every /api/status and every new console event stream asks; probing at most this often keeps it cheap.
 PROBE_CACHE_S = 1.0
 IDENTITY_TIMEOUT_S = 1.0
 

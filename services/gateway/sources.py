@@ -7,6 +7,7 @@ readers take `sources.table`, a reference swap, so a request never sees a half-b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from services.gateway.routing import (
     LocalServer,
@@ -93,6 +94,15 @@ class RoutingSources:
         self.table = RoutingTable.empty()
         self.runner_connected = False
         self.placement_connected = False
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def plan(self) -> tuple[PlannedModel, ...]:
+        return self._plan
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Called after every change, once the new table is in place (the console's event feed)."""
+        self._listeners.append(listener)
 
     async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
         self.runner_connected = True
@@ -124,3 +134,8 @@ class RoutingSources:
             summary = ", ".join(f"{e.model}={e.state}" for e in table.entries) or "none"
             self._logger.info("routes: %s", summary)
         self.table = table
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a console bug must never stop routing updates
+                self._logger.exception("routing listener failed")

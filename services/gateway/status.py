@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
+from services.gateway.mesh_summary import (
+    DiskModel,
+    MeshModel,
+    ModelRole,
+    PeerSummary,
+    ServedModel,
+    local_record,
+    mesh_models,
+    model_roles,
+    node_summary,
+    peer_summaries,
+    short_id,
+)
 from services.gateway.peers import PeerServices, ServiceHealth
+from services.gateway.rates import RequestRates
 from services.gateway.routing import ModelEntry
 from services.gateway.sources import RoutingSources
 from services.node.config import NodeConfig
 from services.proto.meshllm.gateway.v1 import gateway_pb2
-from services.proto.meshllm.gossip.v1 import gossip_pb2
 
 
 def _version() -> str:
@@ -26,45 +41,25 @@ VERSION = _version()
 
 @dataclass
 class RequestCounters:
-    """API requests seen by this gateway; per-model totals feed demand reporting later."""
+    """API requests seen by this gateway: totals, and decayed per-model rates for the console."""
 
     total: int = 0
     in_flight: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
+    rates: RequestRates = field(default_factory=RequestRates)
+    clock: Callable[[], float] = time.monotonic
 
     def started(self, model: str) -> None:
         self.total += 1
         self.in_flight += 1
         self.by_model[model] = self.by_model.get(model, 0) + 1
+        self.rates.record(model, self.clock())
 
     def finished(self) -> None:
         self.in_flight -= 1
 
-
-@dataclass(frozen=True)
-class PeerSummary:
-    node_id: str
-    name: str
-    rtt_ms: float
-    vram_bytes: int
-    is_client: bool
-    models_served: tuple[str, ...]
-
-
-def peer_summaries(view: gossip_pb2.MeshView) -> tuple[PeerSummary, ...]:
-    local = next((n for n in view.nodes if n.node_id == view.local_node_id), gossip_pb2.NodeRecord())
-    return tuple(
-        PeerSummary(
-            node_id=record.node_id,
-            name=record.name,
-            rtt_ms=local.rtt_ms.get(record.node_id, 0.0),
-            vram_bytes=record.vram_bytes,
-            is_client=record.is_client,
-            models_served=tuple(s.name for s in record.served if s.state == gossip_pb2.SERVE_STATE_READY),
-        )
-        for record in view.nodes
-        if record.node_id != view.local_node_id
-    )
+    def rates_per_minute(self) -> dict[str, float]:
+        return self.rates.per_minute(self.clock())
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,16 @@ class GatewayStatus:
     requests_in_flight: int
     invite_token: str = ""
     peers: tuple[PeerSummary, ...] = ()
+    short_id: str = ""
+    is_client: bool = False
+    vram_bytes: int = 0
+    roles: tuple[ModelRole, ...] = ()
+    served: tuple[ServedModel, ...] = ()
+    models_on_disk: tuple[DiskModel, ...] = ()
+    mesh_models: tuple[MeshModel, ...] = ()
+    requests_by_model: dict[str, int] = field(default_factory=dict)
+    request_rate_per_min: dict[str, float] = field(default_factory=dict)
+    invite_token_hidden: bool = False  # withheld from a remote viewer (README "Status JSON")
 
     def to_proto(self) -> gateway_pb2.NodeStatus:
         return gateway_pb2.NodeStatus(
@@ -121,19 +126,32 @@ class StatusReporter:
         self._counters = counters
         self._peers = peers
 
-    async def snapshot(self) -> GatewayStatus:
+    async def snapshot(self, show_invite_token: bool = True) -> GatewayStatus:
         identity = await self._peers.identity()
+        view, table = self._sources.view, self._sources.table
+        local = node_summary(local_record(view))
+        node_id = identity.node_id if identity else view.local_node_id
         return GatewayStatus(
-            node_id=identity.node_id if identity else "",
-            name=(identity.name if identity else "") or self._config.name,
+            node_id=node_id,
+            name=(identity.name if identity else "") or local.name or self._config.name,
             api_url=self._config.api_url,
             console_url=self._config.console_url,
             version=VERSION,
             # The gateway is listed too: it is answering this very call, so `meshctl status` shows all five.
             services=(*await self._peers.health(), ServiceHealth("gateway", True, "ok")),
-            models=self._sources.table.entries,
+            models=table.entries,
             requests_total=self._counters.total,
             requests_in_flight=self._counters.in_flight,
-            invite_token=await self._peers.invite_token(),
-            peers=peer_summaries(self._sources.view),
+            invite_token=await self._peers.invite_token() if show_invite_token else "",
+            peers=peer_summaries(view),
+            short_id=short_id(node_id),
+            is_client=self._config.client,
+            vram_bytes=local.vram_bytes,
+            roles=model_roles(self._sources.plan),
+            served=local.served,
+            models_on_disk=local.models_on_disk,
+            mesh_models=mesh_models(view, table.entries),
+            requests_by_model=dict(self._counters.by_model),
+            request_rate_per_min=self._counters.rates_per_minute(),
+            invite_token_hidden=not show_invite_token,
         )
