@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from streaming_chat import timed_stream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemma3-270m"
@@ -98,38 +99,8 @@ def llama_bin_dir() -> Path:
 
 
 def measure(client: httpx.Client, base_url: str, max_tokens: int) -> Sample:
-    # llama-server (cpp-httplib) now and then closes a keep-alive connection just as the next request
-    # goes out; that request never started, so sending it again is safe (the gateway does the same).
-    try:
-        return measure_once(client, base_url, max_tokens)
-    except httpx.RemoteProtocolError:
-        return measure_once(client, base_url, max_tokens)
-
-
-def measure_once(client: httpx.Client, base_url: str, max_tokens: int) -> Sample:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,  # llama.cpp extension: every answer has the same length
-        "stream": True,
-    }
-    arrivals: list[float] = []
-    server_speed = 0.0
-    started = time.perf_counter()
-    with client.stream("POST", base_url + "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[len("data: ") :])
-            choices = event.get("choices") or [{}]
-            if choices[0].get("delta", {}).get("content"):
-                arrivals.append(time.perf_counter())
-            server_speed = event.get("timings", {}).get("predicted_per_second", server_speed)
-    decode_s = arrivals[-1] - arrivals[0]
-    return Sample(arrivals[0] - started, len(arrivals), (len(arrivals) - 1) / decode_s, server_speed)
+    timing = timed_stream(client, base_url + "/v1/chat/completions", MODEL, PROMPT, max_tokens)
+    return Sample(timing.ttft_s, timing.tokens, timing.decode_tok_s, timing.server_decode_tok_s)
 
 
 def summarize(samples: list[Sample]) -> dict[str, float]:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
+from streaming_chat import timed_stream
 
 from services.mesh.invite import InviteToken
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
@@ -234,40 +235,10 @@ def tunnel_port(node: RunningNode, peer_node_id: str) -> int:
 
 
 def measure(client: httpx.Client, base_url: str, max_tokens: int, cpu: CpuMeter) -> Sample:
-    # A keep-alive connection closed just as the next request goes out: that request never started.
-    try:
-        return measure_once(client, base_url, max_tokens, cpu)
-    except httpx.RemoteProtocolError:
-        return measure_once(client, base_url, max_tokens, cpu)
-
-
-def measure_once(client: httpx.Client, base_url: str, max_tokens: int, cpu: CpuMeter) -> Sample:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,  # llama.cpp extension: every answer has the same length
-        "stream": True,
-    }
-    arrivals: list[float] = []
-    server_speed = 0.0
     cpu_before = cpu.snapshot()
-    started = time.perf_counter()
-    with client.stream("POST", base_url + "/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[len("data: ") :])
-            choices = event.get("choices") or [{}]
-            if choices[0].get("delta", {}).get("content"):
-                arrivals.append(time.perf_counter())
-            server_speed = event.get("timings", {}).get("predicted_per_second", server_speed)
+    timing = timed_stream(client, base_url + "/chat/completions", MODEL, PROMPT, max_tokens)
     used = cpu.since(cpu_before)
-    decode_s = arrivals[-1] - arrivals[0]
-    decode = (len(arrivals) - 1) / decode_s
-    return Sample(arrivals[0] - started, len(arrivals), decode, server_speed, used)
+    return Sample(timing.ttft_s, timing.tokens, timing.decode_tok_s, timing.server_decode_tok_s, used)
 
 
 def summarize(samples: list[Sample]) -> dict[str, object]:
