@@ -113,6 +113,10 @@ class PlacementController:
             # The runner Watch reconnect re-applies once it is back.
             logger.info("runner not reachable to apply plan (%s)", error.code().name)
 
+    async def on_gossip_lost(self) -> None:
+        """A restarted gossip service starts from a fresh record: report served models again."""
+        self._served = None
+
     async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
         running = sorted((p.spec for p in status.processes), key=lambda s: s.key)
         if self.plan.node_id and running != self._desired:
@@ -177,11 +181,12 @@ async def run_placement(config: NodeConfig) -> None:
         lambda s: placement_pb2_grpc.add_PlacementServicer_to_server(PlacementServicer(controller), s),
     )
 
-    async def reset_served() -> None:
-        controller._served = None
-
     watch_gossip = follow_stream(
-        "gossip", lambda: gossip.Watch(gossip_pb2.WatchRequest()), controller.on_view, logger, reset_served
+        "gossip",
+        lambda: gossip.Watch(gossip_pb2.WatchRequest()),
+        controller.on_view,
+        logger,
+        controller.on_gossip_lost,
     )
     watch_runner = follow_stream(
         "runner", lambda: runner.Watch(runner_pb2.WatchRequest()), controller.on_runner_status, logger
