@@ -68,7 +68,7 @@ class ServedModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s")
+    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s", "force_split", "publishing")
     class RequestRatePerMinEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class NodeRecord(_message.Message):
     RTT_MS_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    FORCE_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     version: int
@@ -113,7 +115,9 @@ class NodeRecord(_message.Message):
     rtt_ms: _containers.ScalarMap[str, float]
     leaving: bool
     updated_unix_s: float
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ...) -> None: ...
+    force_split: bool
+    publishing: bool
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ..., force_split: _Optional[bool] = ..., publishing: _Optional[bool] = ...) -> None: ...
 
 class MeshView(_message.Message):
     __slots__ = ("local_node_id", "nodes")

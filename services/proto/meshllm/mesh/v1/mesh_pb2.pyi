@@ -110,12 +110,16 @@ class ReceiveGossipRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class OpenTunnelRequest(_message.Message):
-    __slots__ = ("peer_node_id", "kind")
+    __slots__ = ("peer_node_id", "kind", "model", "model_path")
     PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     peer_node_id: str
     kind: TunnelKind
-    def __init__(self, peer_node_id: _Optional[str] = ..., kind: _Optional[_Union[TunnelKind, str]] = ...) -> None: ...
+    model: str
+    model_path: str
+    def __init__(self, peer_node_id: _Optional[str] = ..., kind: _Optional[_Union[TunnelKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ...) -> None: ...
 
 class Tunnel(_message.Message):
     __slots__ = ("host", "port")

@@ -101,18 +101,20 @@ class Goodbye(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class StreamOpen(_message.Message):
-    __slots__ = ("protocol_version", "kind", "source_node_id", "target_node_id", "relayed_kind")
+    __slots__ = ("protocol_version", "kind", "source_node_id", "target_node_id", "relayed_kind", "model")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SOURCE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RELAYED_KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     kind: StreamKind
     source_node_id: str
     target_node_id: str
     relayed_kind: StreamKind
-    def __init__(self, protocol_version: _Optional[int] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., source_node_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., relayed_kind: _Optional[_Union[StreamKind, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, protocol_version: _Optional[int] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., source_node_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., relayed_kind: _Optional[_Union[StreamKind, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class WireFrame(_message.Message):
     __slots__ = ("hello", "proof", "admitted", "refused", "ping", "pong", "gossip", "secret_update", "goodbye", "stream_open", "peer_announce")
