@@ -209,6 +209,7 @@ def initial_record(config: NodeConfig, identity: mesh_pb2.Identity) -> gossip_pb
         region=config.region,
         vram_bytes=vram,
         models_wanted=[] if config.client else [m.name for m in config.models],
+        force_split=config.split and not config.client,
         updated_unix_s=time.time(),
     )
 

@@ -18,15 +18,18 @@ import grpc
 from services.mesh.addresses import advertised_addresses, bind_host
 from services.mesh.admission import AdmissionRefused
 from services.mesh.endpoint import MeshEndpoint
+from services.mesh.fast_path import FastPathListener
 from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
 from services.mesh.membership import MeshMembership, load_or_create_membership
+from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
 from services.mesh.tunnels import TunnelListeners, splice_to_local_port
 from services.node.config import NodeConfig
-from services.node.grpc_link import run_until_signalled, start_server
+from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc, wire_pb2
+from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
 logger = logging.getLogger("mesh")
 
@@ -56,13 +59,21 @@ class MeshNode:
             (),
             config.client,
         )
+        # Clients never run an rpc-server, so they never need the RPC fast path's listener.
+        fast_path = None if config.client else FastPathListener(identity, config.node_home.run)
+        self.rpc = RpcTunnels(fast_path)
         self.endpoint = MeshEndpoint(
             credentials,
-            {wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream},
+            {
+                wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream,
+                wire_pb2.STREAM_KIND_RPC: self.rpc.serve_stream,
+            },
             self._on_frame,
             self._peers_changed,
         )
-        self.tunnels = TunnelListeners(lambda peer: self.endpoint.links.get(peer))
+        self.tunnels = TunnelListeners(
+            lambda peer: self.endpoint.links.get(peer), self.rpc.carry_from_llama_server
+        )
         self._known_links: set[str] = set()
         self._notifications: set[asyncio.Task[None]] = set()
 
@@ -71,6 +82,8 @@ class MeshNode:
         port = await self.endpoint.listen(host, self.config.bind_port or self._previous_port())
         self.endpoint.credentials.addresses = advertised_addresses(self.config, host, port)
         (self.config.node_home.run / "mesh-port").write_text(str(port))
+        if self.rpc.fast_path is not None:
+            await self.rpc.fast_path.start(host, port)
         logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
 
     def _previous_port(self) -> int:
@@ -162,6 +175,14 @@ class MeshNode:
         for link in self.endpoint.links.values():
             link.send(update)
         logger.info("mesh secret rotated; old invite tokens no longer admit new nodes")
+
+    async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
+        """The rpc-servers a split host may reach through us: READY ones only."""
+        self.rpc.local_servers = {
+            p.spec.model: LocalRpcServer(p.port, p.spec.model_path)
+            for p in status.processes
+            if p.spec.kind == runner_pb2.PROCESS_KIND_RPC_SERVER and p.state == runner_pb2.PROCESS_STATE_READY
+        }
 
     async def _serve_http_stream(
         self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -269,8 +290,17 @@ class MeshServicer(mesh_pb2_grpc.MeshServicer):
         if kind is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown tunnel kind")
             raise AssertionError("abort raises")
-        port = await self._node.tunnels.listener_for(request.peer_node_id, kind)
+        if kind == wire_pb2.STREAM_KIND_RPC and not (request.model and request.model_path):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an RPC tunnel needs model and model_path")
+        port = await self._node.tunnels.listener_for(
+            request.peer_node_id, kind, request.model, request.model_path
+        )
         return mesh_pb2.Tunnel(host="127.0.0.1", port=port)
+
+    async def ListTunnels(
+        self, request: mesh_pb2.ListTunnelsRequest, context: grpc.aio.ServicerContext
+    ) -> mesh_pb2.ListTunnelsResponse:
+        return mesh_pb2.ListTunnelsResponse(tunnels=self._node.rpc.stats())
 
 
 async def run_mesh(config: NodeConfig) -> None:
@@ -286,8 +316,22 @@ async def run_mesh(config: NodeConfig) -> None:
         home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(MeshServicer(node), s)
     )
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
+    tasks = [node.keep_connected()]
+    runner_channel = None
+    if not config.client:
+        runner_channel = open_channel(home, "runner")
+        runner = runner_pb2_grpc.RunnerStub(runner_channel)
+        tasks.append(
+            follow_stream(
+                "runner", lambda: runner.Watch(runner_pb2.WatchRequest()), node.on_runner_status, logger
+            )
+        )
     try:
-        await run_until_signalled(server, node.keep_connected())
+        await run_until_signalled(server, *tasks)
     finally:
         node.tunnels.close()
+        if node.rpc.fast_path is not None:
+            node.rpc.fast_path.close()
         await node.endpoint.close()
+        if runner_channel is not None:
+            await runner_channel.close()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from services.mesh.link import PeerLink
+from services.mesh.link import PeerLink, StreamPair
 from services.mesh.splice import splice
+from services.proto.meshllm.mesh.v1 import wire_pb2
 
 logger = logging.getLogger("mesh.tunnels")
 
@@ -17,37 +18,50 @@ LOOPBACK = "127.0.0.1"
 LOCAL_CONNECT_TIMEOUT_S = 5.0
 
 
-class TunnelListeners:
-    """One listener per (peer, kind), created on first use and closed when the peer goes."""
+# An RPC connection from llama-server: (link, model, host's model path, the connection).
+CarryRpc = Callable[[PeerLink, str, str, StreamPair], Awaitable[None]]
 
-    def __init__(self, find_link: Callable[[str], PeerLink | None]) -> None:
+
+class TunnelListeners:
+    """One listener per (peer, kind, model), created on first use and closed when the peer goes.
+
+    HTTP connections are spliced onto a QUIC stream as they are; RPC connections (a split host's
+    llama-server to one worker, one listener per worker and model) go to `carry_rpc`.
+    """
+
+    def __init__(self, find_link: Callable[[str], PeerLink | None], carry_rpc: CarryRpc) -> None:
         self._find_link = find_link
-        self._servers: dict[tuple[str, int], asyncio.Server] = {}
+        self._carry_rpc = carry_rpc
+        self._servers: dict[tuple[str, int, str, str], asyncio.Server] = {}
         self._connections: dict[str, set[asyncio.Task[None]]] = {}
 
-    async def listener_for(self, peer_id: str, kind: int) -> int:
-        key = (peer_id, kind)
+    async def listener_for(self, peer_id: str, kind: int, model: str = "", model_path: str = "") -> int:
+        key = (peer_id, kind, model, model_path)
         server = self._servers.get(key)
         if server is None:
-            server = await asyncio.start_server(lambda r, w: self._accept(peer_id, kind, r, w), LOOPBACK, 0)
+            server = await asyncio.start_server(lambda r, w: self._accept(key, r, w), LOOPBACK, 0)
             self._servers[key] = server
         return int(server.sockets[0].getsockname()[1])
 
     def _accept(
-        self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, key: tuple[str, int, str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.ensure_future(self._carry(peer_id, kind, reader, writer))
-        tasks = self._connections.setdefault(peer_id, set())
+        task = asyncio.ensure_future(self._carry(key, reader, writer))
+        tasks = self._connections.setdefault(key[0], set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     async def _carry(
-        self, peer_id: str, kind: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, key: tuple[str, int, str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer_id, kind, model, model_path = key
         _no_delay(writer)
         link = self._find_link(peer_id)
         if link is None:
             writer.close()
+            return
+        if kind == wire_pb2.STREAM_KIND_RPC:
+            await self._carry_rpc(link, model, model_path, (reader, writer))
             return
         try:
             remote = await link.open_stream(kind)

@@ -24,20 +24,6 @@ class Role(enum.Enum):
     DOES_NOT_FIT = "does_not_fit"
 
 
-@dataclass(frozen=True)
-class ModelWant:
-    name: str
-    path: str
-    bytes: int
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    node_id: str
-    vram_bytes: int
-    vram_capped: bool = False  # --max-vram lowered the detected figure
-
-
 class LayerShare(NamedTuple):
     """One member's part of a split: its fraction of the layers and the model bytes that means."""
 
@@ -80,31 +66,6 @@ def does_not_fit_reason(needed: int, model_bytes: int, free: int) -> str:
     return f"does not fit alone: {_needs(needed, model_bytes)}, {format_gb(free)} free"
 
 
-def plan_local_models(
-    node: NodeCapacity, wants: list[ModelWant], force_split: bool = False
-) -> list[ModelAssignment]:
-    """Assign each wanted model, in order, against what is left of the node's budget."""
-    remaining = node.vram_bytes
-    budget_source = "--max-vram" if node.vram_capped else "detected memory"
-    assignments = []
-    for want in wants:
-        needed = needed_bytes(want.bytes)
-        if force_split:
-            role, reason = Role.WAITING, "--split forces a split; waiting for peers to split with"
-        elif needed <= remaining:
-            role = Role.SOLO
-            reason = fits_reason(needed, want.bytes, remaining)
-            remaining -= needed
-        else:
-            role = Role.DOES_NOT_FIT
-            reason = (
-                f"does not fit: {_needs(needed, want.bytes)}, {format_gb(remaining)} free of "
-                f"{format_gb(node.vram_bytes)} ({budget_source}); no peers to split with"
-            )
-        assignments.append(ModelAssignment(want.name, want.path, want.bytes, role, (reason,)))
-    return assignments
-
-
 # A share moving by less than this is less than one layer of any model under 1,000 layers:
 # llama.cpp would place the same layers, so it is not worth a restart.
 SHARE_CHANGE_DECIMALS = 3
@@ -117,9 +78,10 @@ def _process_key(assignment: ModelAssignment) -> ProcessKey | None:
     if assignment.role is Role.SOLO:
         return (Role.SOLO, assignment.path)
     if assignment.role is Role.SPLIT_HOST:
-        # The host's --rpc list and --tensor-split both follow the shares, in order.
-        split = tuple((s.node_id, round(s.fraction, SHARE_CHANGE_DECIMALS)) for s in assignment.shares)
-        return (Role.SPLIT_HOST, assignment.path, split)
+        # The host's --rpc list and --tensor-split follow the shares. Workers listed in another
+        # order (RTTs trading places) load the same layers on the same nodes: no restart.
+        split = [(s.node_id, round(s.fraction, SHARE_CHANGE_DECIMALS)) for s in assignment.shares]
+        return (Role.SPLIT_HOST, assignment.path, split[0], tuple(sorted(split[1:])))
     if assignment.role is Role.SPLIT_WORKER:
         # An rpc-server does not know its share: the host decides which layers it sends.
         return (Role.SPLIT_WORKER, assignment.path, assignment.host_node_id)

@@ -28,8 +28,7 @@ class MeshNode:
     models_wanted: tuple[str, ...] = ()  # in the order the node asked for them
     rtt_ms: Mapping[str, float] = field(default_factory=dict)  # by peer node id, as this node measured
     leaving: bool = False
-    # --split: never solo. Only the local node knows its own flag until gossip carries it.
-    force_split: bool = False
+    force_split: bool = False  # --split: never solo
 
 
 def _node_from_record(record: gossip_pb2.NodeRecord) -> MeshNode:
@@ -45,6 +44,7 @@ def _node_from_record(record: gossip_pb2.NodeRecord) -> MeshNode:
         models_wanted=tuple(dict.fromkeys(record.models_wanted)),
         rtt_ms=dict(record.rtt_ms),
         leaving=record.leaving,
+        force_split=record.force_split,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -64,3 +65,27 @@ def find_llama_bin_dir(configured: str = "") -> Path:
     if not (bin_dir.parent / BUILD_COMPLETE_STAMP).exists() or _missing(bin_dir):
         raise LlamaNotBuilt(f"{NOT_BUILT_HINT} (nothing complete at {bin_dir})")
     return bin_dir
+
+
+OFFLOAD_DEVICES_TIMEOUT_S = 20.0
+
+
+@functools.cache
+def has_offload_device(bin_dir: Path) -> bool:
+    """Whether this build's llama-server sees a local GPU (CUDA, Metal, Vulkan) to put layers on.
+
+    Decides how a split host is told its own share: a GPU is a device in --tensor-split, while a
+    CPU-only host keeps the layers -ngl leaves behind (see commands.split_args). Blocking.
+    """
+    try:
+        result = subprocess.run(
+            [str(bin_dir / "llama-server"), "--list-devices"],
+            capture_output=True,
+            text=True,
+            timeout=OFFLOAD_DEVICES_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    _, marker, listed = result.stdout.partition("Available devices:")
+    return bool(marker) and any(line.strip() and line.strip() != "(none)" for line in listed.splitlines())

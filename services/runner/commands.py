@@ -35,6 +35,9 @@ LLAMA_SERVER_FLAGS = (
     "--rpc",
     "--tensor-split",
     "--model-draft",
+    "-ngl",
+    "--cache-ram",
+    "--ctx-checkpoints",
 )
 RPC_SERVER_FLAGS = ("-H", "-p", "-t")
 
@@ -65,8 +68,43 @@ def _format_split(shares: tuple[float, ...]) -> str:
     return ",".join(f"{share:g}" for share in shares)
 
 
+# A split host's prompt-cache save and SWA checkpoints each read KV back over RPC: 66 extra
+# blocking round trips per request for Gemma 270M (bench/rpc_trace.py). Off for split hosts.
+SPLIT_HOST_ARGS = ("--cache-ram", "0", "--ctx-checkpoints", "0")
+ALL_LAYERS = 999
+
+
+class SplitArgsError(ValueError):
+    """A split the binaries cannot express (shares that do not match the RPC endpoints)."""
+
+
+def split_args(
+    rpc_endpoints: tuple[str, ...], shares: tuple[float, ...], layer_count: int, local_gpu: bool
+) -> list[str]:
+    """--rpc, -ngl and --tensor-split for a split host.
+
+    `shares` is one fraction per RPC endpoint, in order, then the host's own (ProcessSpec.tensor_split).
+    llama.cpp lists RPC devices first and local GPUs after them. A host with a GPU passes every
+    share, host included, and offloads all layers. A CPU-only host has no device of its own in
+    that list: it offloads the workers' part of the layers with -ngl (the last layers, so the
+    input embeddings stay local) and keeps the rest on its CPU.
+    """
+    if len(shares) != len(rpc_endpoints) + 1:
+        raise SplitArgsError(f"{len(rpc_endpoints)} RPC endpoints need {len(rpc_endpoints) + 1} shares")
+    if any(share < 0 for share in shares) or sum(shares) <= 0:
+        raise SplitArgsError(f"shares must be positive: {shares}")
+    args = ["--rpc", ",".join(rpc_endpoints)]
+    if local_gpu:
+        return [*args, "-ngl", str(ALL_LAYERS), "--tensor-split", _format_split(shares)]
+    if layer_count <= 0:
+        raise SplitArgsError("a CPU-only split host needs the model's layer count (GGUF block_count)")
+    workers = sum(shares[:-1]) / sum(shares)
+    offloaded = min(layer_count, max(1, round(layer_count * workers)))
+    return [*args, "-ngl", str(offloaded), "--tensor-split", _format_split(shares[:-1])]
+
+
 def llama_server_argv(
-    spec: ProcessSpec, bin_dir: Path, port: int, threads: int, traits: ModelTraits
+    spec: ProcessSpec, bin_dir: Path, port: int, threads: int, traits: ModelTraits, local_gpu: bool = False
 ) -> list[str]:
     argv = [
         str(bin_dir / LLAMA_SERVER_BINARY),
@@ -87,8 +125,9 @@ def llama_server_argv(
     if spec.model:
         argv += ["--alias", spec.model]
     if spec.rpc_endpoints:
-        argv += ["--rpc", ",".join(spec.rpc_endpoints)]
-    if spec.tensor_split:
+        argv += split_args(spec.rpc_endpoints, spec.tensor_split, traits.layer_count, local_gpu)
+        argv += SPLIT_HOST_ARGS
+    elif spec.tensor_split:
         argv += ["--tensor-split", _format_split(spec.tensor_split)]
     if spec.draft_model_path:
         argv += ["--model-draft", spec.draft_model_path]
@@ -103,10 +142,16 @@ def rpc_server_argv(spec: ProcessSpec, bin_dir: Path, port: int, threads: int) -
 
 
 def build_argv(
-    spec: ProcessSpec, bin_dir: Path, port: int, cpu_count: int, traits: ModelTraits | None = None
+    spec: ProcessSpec,
+    bin_dir: Path,
+    port: int,
+    cpu_count: int,
+    traits: ModelTraits | None = None,
+    local_gpu: bool = False,
 ) -> list[str]:
-    """`traits` of spec.model_path; None (unknown) assumes the GGUF carries its own chat template."""
+    """`traits` of spec.model_path; None (unknown) assumes the GGUF carries its own chat template.
+    `local_gpu`: this build sees a GPU of its own (matters for split hosts only)."""
     threads = default_threads(cpu_count)
     if spec.kind is ProcessKind.LLAMA_SERVER:
-        return llama_server_argv(spec, bin_dir, port, threads, traits or ModelTraits())
+        return llama_server_argv(spec, bin_dir, port, threads, traits or ModelTraits(), local_gpu)
     return rpc_server_argv(spec, bin_dir, port, threads)

@@ -46,6 +46,7 @@ class GgufFormatError(ValueError):
 class ModelTraits:
     architecture: str = ""
     has_chat_template: bool = True
+    layer_count: int = 0  # `<arch>.block_count`; 0 when the header does not say
 
 
 class _Cursor:
@@ -123,9 +124,12 @@ def parse_header_scalars(buffer: bytes | mmap.mmap) -> dict[str, Scalar]:
 
 
 def traits_from_header(values: dict[str, Scalar]) -> ModelTraits:
+    architecture = str(values.get(ARCHITECTURE_KEY, ""))
+    layers = values.get(f"{architecture}.block_count", 0)
     return ModelTraits(
-        architecture=str(values.get(ARCHITECTURE_KEY, "")),
+        architecture=architecture,
         has_chat_template=bool(values.get(CHAT_TEMPLATE_KEY)),
+        layer_count=layers if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0 else 0,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
-from services.runner.binaries import LlamaNotBuilt
+from services.runner.binaries import LlamaNotBuilt, has_offload_device
 from services.runner.pidfile import PidRegistry, kill_group
 from services.runner.spec import ProcessKind, ProcessSpec, ProcessState, ProcessStatus
 
@@ -119,7 +119,8 @@ class SupervisedProcess:
     async def _argv(self, port: int) -> list[str]:
         bin_dir = await asyncio.to_thread(self._check_launchable)
         traits = await self._model_traits()
-        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits)
+        local_gpu = bool(self.spec.rpc_endpoints) and await asyncio.to_thread(has_offload_device, bin_dir)
+        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits, local_gpu)
 
     async def _run_once(self) -> float:
         """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never)."""

@@ -11,9 +11,11 @@ from services.runner.commands import (
     LLAMA_SERVER_FLAGS,
     RPC_SERVER_FLAGS,
     TEMPLATES_DIR,
+    SplitArgsError,
     build_argv,
     chat_template_args,
     default_threads,
+    split_args,
 )
 from services.runner.gguf_meta import ModelTraits
 from services.runner.spec import ProcessKind, ProcessSpec
@@ -60,11 +62,49 @@ def test_no_split_flags_for_a_solo_server() -> None:
         assert flag not in argv
 
 
-def test_split_host_flags() -> None:
-    spec = llama_spec(rpc_endpoints=("127.0.0.1:5001", "127.0.0.1:5002"), tensor_split=(0.25, 0.25, 0.5))
-    argv = build_argv(spec, BIN, port=1, cpu_count=2)
+SPLIT_ENDPOINTS = ("127.0.0.1:5001", "127.0.0.1:5002")
+
+
+def test_split_host_with_a_gpu_lists_every_share_and_offloads_all_layers() -> None:
+    spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS, tensor_split=(0.25, 0.25, 0.5))
+    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("llama", True, 18), local_gpu=True)
     assert flag_value(argv, "--rpc") == "127.0.0.1:5001,127.0.0.1:5002"
     assert flag_value(argv, "--tensor-split") == "0.25,0.25,0.5"
+    assert flag_value(argv, "-ngl") == "999"
+
+
+def test_cpu_only_split_host_keeps_its_share_by_layer_count() -> None:
+    """Half the layers on two workers: 18 layers → 9 offloaded, split 1:1 between the workers."""
+    spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS, tensor_split=(0.25, 0.25, 0.5))
+    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("gemma3", True, 18))
+    assert flag_value(argv, "-ngl") == "9"
+    assert flag_value(argv, "--tensor-split") == "0.25,0.25"
+
+
+def test_split_host_saves_no_prompt_cache_or_checkpoints() -> None:
+    """Each would read KV back over RPC: dozens of blocking round trips per request."""
+    spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS[:1], tensor_split=(0.5, 0.5))
+    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("llama", True, 4))
+    assert flag_value(argv, "--cache-ram") == "0" and flag_value(argv, "--ctx-checkpoints") == "0"
+    assert "--cache-ram" not in build_argv(llama_spec(), BIN, port=1, cpu_count=2)
+
+
+@pytest.mark.parametrize(
+    ("shares", "layers", "offloaded"),
+    [((0.01, 0.99), 18, "1"), ((0.99, 0.01), 18, "18"), ((1.0, 3.0), 8, "2"), ((2.0, 2.0), 5, "2")],
+)
+def test_cpu_host_offloads_at_least_one_layer_and_never_more_than_exist(
+    shares: tuple[float, float], layers: int, offloaded: str
+) -> None:
+    args = split_args(SPLIT_ENDPOINTS[:1], shares, layers, local_gpu=False)
+    assert flag_value(args, "-ngl") == offloaded
+
+
+def test_split_shares_must_match_the_endpoints() -> None:
+    with pytest.raises(SplitArgsError, match="need 3 shares"):
+        split_args(SPLIT_ENDPOINTS, (0.5, 0.5), 18, local_gpu=False)
+    with pytest.raises(SplitArgsError, match="layer count"):
+        split_args(SPLIT_ENDPOINTS[:1], (0.5, 0.5), 0, local_gpu=False)
 
 
 def test_draft_model() -> None:
@@ -110,7 +150,7 @@ def test_unknown_architecture_without_template_keeps_llama_cpp_default() -> None
 def test_every_emitted_flag_is_declared() -> None:
     """The declared lists are what the integration test checks against the real --help."""
     spec = llama_spec(rpc_endpoints=("127.0.0.1:1",), tensor_split=(1.0, 1.0), draft_model_path="/d.gguf")
-    traits = ModelTraits("gemma3", has_chat_template=False)
+    traits = ModelTraits("gemma3", has_chat_template=False, layer_count=18)
     llama_flags = {a for a in build_argv(spec, BIN, 1, 2, traits) if a.startswith("-")}
     assert llama_flags <= set(LLAMA_SERVER_FLAGS)
     rpc = ProcessSpec(key="rpc", kind=ProcessKind.RPC_SERVER)

@@ -62,5 +62,6 @@ def test_implausible_key_count() -> None:
         parse_header_scalars(b"GGUF" + struct.pack("<IQQ", 3, 0, 1 << 40))
 
 
-def test_tiny_model_has_a_chat_template(tiny_gguf: Path) -> None:
-    assert read_model_traits(tiny_gguf) == ModelTraits(architecture="llama", has_chat_template=True)
+def test_tiny_model_has_a_chat_template_and_its_layer_count(tiny_gguf: Path) -> None:
+    traits = read_model_traits(tiny_gguf)
+    assert traits == ModelTraits(architecture="llama", has_chat_template=True, layer_count=4)

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshllm/mesh/v1/mesh.proto\x12\x0fmeshllm.mesh.v1\"\x14\n\x12GetIdentityRequest\"b\n\x08Identity\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08short_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\"\x12\n\x10GetInviteRequest\";\n\x06Invite\x12\x0f\n\x07mesh_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tmesh_name\x18\x03 \x01(\t\"\x15\n\x13RotateSecretRequest\"\x12\n\x10ListPeersRequest\"\x13\n\x11WatchPeersRequest\"\xa0\x01\n\x04Peer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\'\n\x04path\x18\x05 \x01(\x0e\x32\x19.meshllm.mesh.v1.PeerPath\x12\x15\n\rrelay_node_id\x18\x06 \x01(\t\x12\x18\n\x10\x63onnected_unix_s\x18\x07 \x01(\x01\"9\n\x11ListPeersResponse\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.meshllm.mesh.v1.Peer\"6\n\rGossipMessage\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x14\n\x12SendGossipResponse\"\x16\n\x14ReceiveGossipRequest\"w\n\x11OpenTunnelRequest\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.meshllm.mesh.v1.TunnelKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_path\x18\x04 \x01(\t\"$\n\x06Tunnel\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05*R\n\x08PeerPath\x12\x19\n\x15PEER_PATH_UNSPECIFIED\x10\x00\x12\x14\n\x10PEER_PATH_DIRECT\x10\x01\x12\x15\n\x11PEER_PATH_RELAYED\x10\x02*T\n\nTunnelKind\x12\x1b\n\x17TUNNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10TUNNEL_KIND_HTTP\x10\x01\x12\x13\n\x0fTUNNEL_KIND_RPC\x10\x02\x32\x91\x05\n\x04Mesh\x12M\n\x0bGetIdentity\x12#.meshllm.mesh.v1.GetIdentityRequest\x1a\x19.meshllm.mesh.v1.Identity\x12G\n\tGetInvite\x12!.meshllm.mesh.v1.GetInviteRequest\x1a\x17.meshllm.mesh.v1.Invite\x12M\n\x0cRotateSecret\x12$.meshllm.mesh.v1.RotateSecretRequest\x1a\x17.meshllm.mesh.v1.Invite\x12R\n\tListPeers\x12!.meshllm.mesh.v1.ListPeersRequest\x1a\".meshllm.mesh.v1.ListPeersResponse\x12V\n\nWatchPeers\x12\".meshllm.mesh.v1.WatchPeersRequest\x1a\".meshllm.mesh.v1.ListPeersResponse0\x01\x12Q\n\nSendGossip\x12\x1e.meshllm.mesh.v1.GossipMessage\x1a#.meshllm.mesh.v1.SendGossipResponse\x12X\n\rReceiveGossip\x12%.meshllm.mesh.v1.ReceiveGossipRequest\x1a\x1e.meshllm.mesh.v1.GossipMessage0\x01\x12I\n\nOpenTunnel\x12\".meshllm.mesh.v1.OpenTunnelRequest\x1a\x17.meshllm.mesh.v1.Tunnelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshllm/mesh/v1/mesh.proto\x12\x0fmeshllm.mesh.v1\"\x14\n\x12GetIdentityRequest\"b\n\x08Identity\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08short_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\"\x12\n\x10GetInviteRequest\";\n\x06Invite\x12\x0f\n\x07mesh_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tmesh_name\x18\x03 \x01(\t\"\x15\n\x13RotateSecretRequest\"\x12\n\x10ListPeersRequest\"\x13\n\x11WatchPeersRequest\"\xa0\x01\n\x04Peer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\'\n\x04path\x18\x05 \x01(\x0e\x32\x19.meshllm.mesh.v1.PeerPath\x12\x15\n\rrelay_node_id\x18\x06 \x01(\t\x12\x18\n\x10\x63onnected_unix_s\x18\x07 \x01(\x01\"9\n\x11ListPeersResponse\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.meshllm.mesh.v1.Peer\"6\n\rGossipMessage\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x14\n\x12SendGossipResponse\"\x16\n\x14ReceiveGossipRequest\"w\n\x11OpenTunnelRequest\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.meshllm.mesh.v1.TunnelKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_path\x18\x04 \x01(\t\"$\n\x06Tunnel\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\"\x14\n\x12ListTunnelsRequest\"\xf8\x01\n\x0bTunnelStats\x12\x14\n\x0cpeer_node_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\thost_side\x18\x03 \x01(\x08\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\r\x12\x1d\n\x15\x66\x61st_path_connections\x18\x05 \x01(\r\x12\x15\n\rbytes_to_peer\x18\x06 \x01(\x04\x12\x17\n\x0f\x62ytes_from_peer\x18\x07 \x01(\x04\x12!\n\x19weight_bytes_by_reference\x18\x08 \x01(\x04\x12\x18\n\x10weight_bytes_raw\x18\t \x01(\x04\x12\x10\n\x08requests\x18\n \x01(\x04\"D\n\x13ListTunnelsResponse\x12-\n\x07tunnels\x18\x01 \x03(\x0b\x32\x1c.meshllm.mesh.v1.TunnelStats*R\n\x08PeerPath\x12\x19\n\x15PEER_PATH_UNSPECIFIED\x10\x00\x12\x14\n\x10PEER_PATH_DIRECT\x10\x01\x12\x15\n\x11PEER_PATH_RELAYED\x10\x02*T\n\nTunnelKind\x12\x1b\n\x17TUNNEL_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10TUNNEL_KIND_HTTP\x10\x01\x12\x13\n\x0fTUNNEL_KIND_RPC\x10\x02\x32\xeb\x05\n\x04Mesh\x12M\n\x0bGetIdentity\x12#.meshllm.mesh.v1.GetIdentityRequest\x1a\x19.meshllm.mesh.v1.Identity\x12G\n\tGetInvite\x12!.meshllm.mesh.v1.GetInviteRequest\x1a\x17.meshllm.mesh.v1.Invite\x12M\n\x0cRotateSecret\x12$.meshllm.mesh.v1.RotateSecretRequest\x1a\x17.meshllm.mesh.v1.Invite\x12R\n\tListPeers\x12!.meshllm.mesh.v1.ListPeersRequest\x1a\".meshllm.mesh.v1.ListPeersResponse\x12V\n\nWatchPeers\x12\".meshllm.mesh.v1.WatchPeersRequest\x1a\".meshllm.mesh.v1.ListPeersResponse0\x01\x12Q\n\nSendGossip\x12\x1e.meshllm.mesh.v1.GossipMessage\x1a#.meshllm.mesh.v1.SendGossipResponse\x12X\n\rReceiveGossip\x12%.meshllm.mesh.v1.ReceiveGossipRequest\x1a\x1e.meshllm.mesh.v1.GossipMessage0\x01\x12I\n\nOpenTunnel\x12\".meshllm.mesh.v1.OpenTunnelRequest\x1a\x17.meshllm.mesh.v1.Tunnel\x12X\n\x0bListTunnels\x12#.meshllm.mesh.v1.ListTunnelsRequest\x1a$.meshllm.mesh.v1.ListTunnelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshllm.mesh.v1.mesh_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PEERPATH']._serialized_start=797
-  _globals['_PEERPATH']._serialized_end=879
-  _globals['_TUNNELKIND']._serialized_start=881
-  _globals['_TUNNELKIND']._serialized_end=965
+  _globals['_PEERPATH']._serialized_start=1140
+  _globals['_PEERPATH']._serialized_end=1222
+  _globals['_TUNNELKIND']._serialized_start=1224
+  _globals['_TUNNELKIND']._serialized_end=1308
   _globals['_GETIDENTITYREQUEST']._serialized_start=47
   _globals['_GETIDENTITYREQUEST']._serialized_end=67
   _globals['_IDENTITY']._serialized_start=69
@@ -63,6 +63,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENTUNNELREQUEST']._serialized_end=757
   _globals['_TUNNEL']._serialized_start=759
   _globals['_TUNNEL']._serialized_end=795
-  _globals['_MESH']._serialized_start=968
-  _globals['_MESH']._serialized_end=1625
+  _globals['_LISTTUNNELSREQUEST']._serialized_start=797
+  _globals['_LISTTUNNELSREQUEST']._serialized_end=817
+  _globals['_TUNNELSTATS']._serialized_start=820
+  _globals['_TUNNELSTATS']._serialized_end=1068
+  _globals['_LISTTUNNELSRESPONSE']._serialized_start=1070
+  _globals['_LISTTUNNELSRESPONSE']._serialized_end=1138
+  _globals['_MESH']._serialized_start=1311
+  _globals['_MESH']._serialized_end=2058
 # @@protoc_insertion_point(module_scope)

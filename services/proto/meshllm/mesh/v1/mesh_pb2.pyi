@@ -128,3 +128,37 @@ class Tunnel(_message.Message):
     host: str
     port: int
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class ListTunnelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TunnelStats(_message.Message):
+    __slots__ = ("peer_node_id", "model", "host_side", "connections", "fast_path_connections", "bytes_to_peer", "bytes_from_peer", "weight_bytes_by_reference", "weight_bytes_raw", "requests")
+    PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HOST_SIDE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FAST_PATH_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_PEER_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_PEER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_BY_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_RAW_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    peer_node_id: str
+    model: str
+    host_side: bool
+    connections: int
+    fast_path_connections: int
+    bytes_to_peer: int
+    bytes_from_peer: int
+    weight_bytes_by_reference: int
+    weight_bytes_raw: int
+    requests: int
+    def __init__(self, peer_node_id: _Optional[str] = ..., model: _Optional[str] = ..., host_side: _Optional[bool] = ..., connections: _Optional[int] = ..., fast_path_connections: _Optional[int] = ..., bytes_to_peer: _Optional[int] = ..., bytes_from_peer: _Optional[int] = ..., weight_bytes_by_reference: _Optional[int] = ..., weight_bytes_raw: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class ListTunnelsResponse(_message.Message):
+    __slots__ = ("tunnels",)
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
+    tunnels: _containers.RepeatedCompositeFieldContainer[TunnelStats]
+    def __init__(self, tunnels: _Optional[_Iterable[_Union[TunnelStats, _Mapping]]] = ...) -> None: ...

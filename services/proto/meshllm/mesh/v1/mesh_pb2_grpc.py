@@ -74,6 +74,11 @@ class MeshStub:
                 request_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.OpenTunnelRequest.SerializeToString,
                 response_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.Tunnel.FromString,
                 _registered_method=True)
+        self.ListTunnels = channel.unary_unary(
+                '/meshllm.mesh.v1.Mesh/ListTunnels',
+                request_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.SerializeToString,
+                response_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.FromString,
+                _registered_method=True)
 
 
 class MeshServicer:
@@ -135,6 +140,13 @@ class MeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTunnels(self, request, context):
+        """Traffic of the RPC tunnels this node holds (as split host or worker), since the mesh started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.OpenTunnel,
                     request_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.OpenTunnelRequest.FromString,
                     response_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.Tunnel.SerializeToString,
+            ),
+            'ListTunnels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTunnels,
+                    request_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.FromString,
+                    response_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +412,33 @@ class Mesh:
             '/meshllm.mesh.v1.Mesh/OpenTunnel',
             meshllm_dot_mesh_dot_v1_dot_mesh__pb2.OpenTunnelRequest.SerializeToString,
             meshllm_dot_mesh_dot_v1_dot_mesh__pb2.Tunnel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTunnels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshllm.mesh.v1.Mesh/ListTunnels',
+            meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.SerializeToString,
+            meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,23 +101,43 @@ class Goodbye(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class StreamOpen(_message.Message):
-    __slots__ = ("protocol_version", "kind", "source_node_id", "target_node_id", "relayed_kind", "model")
+    __slots__ = ("protocol_version", "kind", "source_node_id", "target_node_id", "relayed_kind")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SOURCE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RELAYED_KIND_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     kind: StreamKind
     source_node_id: str
     target_node_id: str
     relayed_kind: StreamKind
+    def __init__(self, protocol_version: _Optional[int] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., source_node_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., relayed_kind: _Optional[_Union[StreamKind, str]] = ...) -> None: ...
+
+class RpcOpen(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, protocol_version: _Optional[int] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., source_node_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., relayed_kind: _Optional[_Union[StreamKind, str]] = ..., model: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class RpcOffer(_message.Message):
+    __slots__ = ("error", "tls_port", "ticket")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TLS_PORT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    tls_port: int
+    ticket: bytes
+    def __init__(self, error: _Optional[str] = ..., tls_port: _Optional[int] = ..., ticket: _Optional[bytes] = ...) -> None: ...
+
+class RpcPath(_message.Message):
+    __slots__ = ("on_this_stream",)
+    ON_THIS_STREAM_FIELD_NUMBER: _ClassVar[int]
+    on_this_stream: bool
+    def __init__(self, on_this_stream: _Optional[bool] = ...) -> None: ...
 
 class WireFrame(_message.Message):
-    __slots__ = ("hello", "proof", "admitted", "refused", "ping", "pong", "gossip", "secret_update", "goodbye", "stream_open", "peer_announce")
+    __slots__ = ("hello", "proof", "admitted", "refused", "ping", "pong", "gossip", "secret_update", "goodbye", "stream_open", "peer_announce", "rpc_open", "rpc_offer", "rpc_path")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +149,9 @@ class WireFrame(_message.Message):
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
     STREAM_OPEN_FIELD_NUMBER: _ClassVar[int]
     PEER_ANNOUNCE_FIELD_NUMBER: _ClassVar[int]
+    RPC_OPEN_FIELD_NUMBER: _ClassVar[int]
+    RPC_OFFER_FIELD_NUMBER: _ClassVar[int]
+    RPC_PATH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proof: Proof
     admitted: Admitted
@@ -140,4 +163,7 @@ class WireFrame(_message.Message):
     goodbye: Goodbye
     stream_open: StreamOpen
     peer_announce: PeerAddress
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., gossip: _Optional[_Union[GossipPayload, _Mapping]] = ..., secret_update: _Optional[_Union[SecretUpdate, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., peer_announce: _Optional[_Union[PeerAddress, _Mapping]] = ...) -> None: ...
+    rpc_open: RpcOpen
+    rpc_offer: RpcOffer
+    rpc_path: RpcPath
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., gossip: _Optional[_Union[GossipPayload, _Mapping]] = ..., secret_update: _Optional[_Union[SecretUpdate, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., peer_announce: _Optional[_Union[PeerAddress, _Mapping]] = ..., rpc_open: _Optional[_Union[RpcOpen, _Mapping]] = ..., rpc_offer: _Optional[_Union[RpcOffer, _Mapping]] = ..., rpc_path: _Optional[_Union[RpcPath, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,354 @@
+"""RPC tunnels: a split host's llama-server → this mesh → the worker's mesh → the worker's rpc-server.
+
+One llama-server connection is one tunnel connection. It starts on a QUIC stream of the admitted
+link (RpcOpen → RpcOffer → RpcPath, see wire.proto), then its bytes take the TLS fast path
+(fast_path.py) or, when that cannot connect, stay on the QUIC stream. Requests pass through the
+zero-transfer halves (rpc_zero_transfer.py): weight uploads that equal the host's own copy of the
+GGUF cross as references and the worker reads the bytes from its own copy. Responses go back raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.mesh.endpoint import split_address
+from services.mesh.fast_path import FastPathError, FastPathListener, connect, no_delay
+from services.mesh.frames import FrameDecoder, FrameError, encode_frame
+from services.mesh.link import PeerLink
+from services.mesh.rpc_protocol import RpcProtocolError
+from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
+from services.proto.meshllm.mesh.v1 import mesh_pb2, wire_pb2
+
+logger = logging.getLogger("mesh.rpc")
+
+READ_BYTES = 256 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+LOCAL_CONNECT_TIMEOUT_S = 5.0
+DRAIN_ABOVE_BYTES = 4 * 1024 * 1024
+
+StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass(frozen=True)
+class LocalRpcServer:
+    port: int
+    model_path: str
+
+
+@dataclass
+class TunnelCounters:
+    """One (peer, model, side)'s traffic. The zero-transfer halves count requests and weight bytes
+    themselves; a half's counts are added here when its connection ends (`live` until then)."""
+
+    connections: int = 0
+    fast_path_connections: int = 0
+    bytes_to_peer: int = 0
+    bytes_from_peer: int = 0
+    weight_bytes_by_reference: int = 0
+    weight_bytes_raw: int = 0
+    requests: int = 0
+    live: set[HostHalf | WorkerHalf] = field(default_factory=set)
+
+    def retire(self, half: HostHalf | WorkerHalf) -> None:
+        self.live.discard(half)
+        self.requests += half.counters.requests
+        if isinstance(half, HostHalf):
+            self.weight_bytes_by_reference += half.counters.weight_bytes_by_reference
+            self.weight_bytes_raw += half.counters.weight_bytes_raw
+
+    def totals(self) -> tuple[int, int, int]:
+        """(requests, weight bytes by reference, weight bytes raw), live connections included."""
+        requests, by_reference, raw = self.requests, self.weight_bytes_by_reference, self.weight_bytes_raw
+        for half in self.live:
+            requests += half.counters.requests
+            if isinstance(half, HostHalf):
+                by_reference += half.counters.weight_bytes_by_reference
+                raw += half.counters.weight_bytes_raw
+        return requests, by_reference, raw
+
+
+class RpcTunnelError(ConnectionError):
+    """The tunnel could not be set up; the llama-server connection is closed."""
+
+
+class RpcTunnels:
+    """Both sides of every RPC tunnel of this node, and their counters."""
+
+    def __init__(self, fast_path: FastPathListener | None) -> None:
+        self.fast_path = fast_path
+        # model → the local rpc-server that serves it (from the runner's status)
+        self.local_servers: dict[str, LocalRpcServer] = {}
+        self.counters: dict[tuple[str, str, bool], TunnelCounters] = {}
+
+    def _counters(self, peer: str, model: str, host_side: bool) -> TunnelCounters:
+        return self.counters.setdefault((peer, model, host_side), TunnelCounters())
+
+    def stats(self) -> list[mesh_pb2.TunnelStats]:
+        stats = []
+        for (peer, model, host_side), c in sorted(self.counters.items()):
+            requests, by_reference, raw = c.totals()
+            stats.append(
+                mesh_pb2.TunnelStats(
+                    peer_node_id=peer,
+                    model=model,
+                    host_side=host_side,
+                    connections=c.connections,
+                    fast_path_connections=c.fast_path_connections,
+                    bytes_to_peer=c.bytes_to_peer,
+                    bytes_from_peer=c.bytes_from_peer,
+                    weight_bytes_by_reference=by_reference,
+                    weight_bytes_raw=raw,
+                    requests=requests,
+                )
+            )
+        return stats
+
+    # ---- host side -------------------------------------------------------------------------
+
+    async def carry_from_llama_server(
+        self, link: PeerLink, model: str, model_path: str, local: StreamPair
+    ) -> None:
+        """One llama-server connection to the worker behind `link`."""
+        no_delay(local[1])
+        counters = self._counters(link.node_id, model, True)
+        counters.connections += 1
+        try:
+            remote, fast = await self._open_to_worker(link, model)
+        except (RpcTunnelError, ConnectionError, OSError) as exc:
+            logger.warning("RPC tunnel to %s failed: %s", link.node_id[:8], exc, extra={"model": model})
+            _close(local[1])
+            return
+        counters.fast_path_connections += int(fast)
+        try:
+            image = open_gguf_image(Path(model_path))
+        except (OSError, ValueError) as exc:
+            # Correct but slow: every weight byte crosses the network.
+            logger.warning("cannot map %s (%s): weights go over the wire", model_path, exc)
+            image = None
+        half = HostHalf(*image) if image else None
+        if half is not None:
+            counters.live.add(half)
+        try:
+            await _both_ways(local, remote, half.feed if half else None, counters)
+        finally:
+            if half is not None:
+                counters.retire(half)
+                half.close()
+            if image is not None:
+                image[0].close()
+
+    async def _open_to_worker(self, link: PeerLink, model: str) -> tuple[StreamPair, bool]:
+        reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_RPC)
+        writer.write(encode_frame(wire_pb2.WireFrame(rpc_open=wire_pb2.RpcOpen(model=model))))
+        try:
+            offer = (await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)).rpc_offer
+        except (FrameError, ConnectionError, TimeoutError) as exc:
+            _close(writer)
+            raise RpcTunnelError(f"no RPC offer: {exc or 'timed out'}") from exc
+        if offer.error:
+            _close(writer)
+            raise RpcTunnelError(offer.error)
+        target = _fast_path_target(link, offer)
+        if target is not None:
+            try:
+                fast = await connect(*target, link.peer.public_key, offer.ticket)
+            except FastPathError as exc:
+                logger.info("RPC fast path to %s unavailable, using QUIC: %s", link.node_id[:8], exc)
+            else:
+                writer.write(encode_frame(wire_pb2.WireFrame(rpc_path=wire_pb2.RpcPath())))
+                writer.write_eof()
+                return fast, True
+        writer.write(encode_frame(wire_pb2.WireFrame(rpc_path=wire_pb2.RpcPath(on_this_stream=True))))
+        return (reader, writer), False
+
+    # ---- worker side -----------------------------------------------------------------------
+
+    async def serve_stream(
+        self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """An RPC stream from a split host: offer the fast path, then splice to the local rpc-server."""
+        decoder = FrameDecoder()
+        try:
+            opened = await asyncio.wait_for(_read_frame(reader, decoder, initial), HANDSHAKE_TIMEOUT_S)
+        except (FrameError, ConnectionError, TimeoutError):
+            _close(writer)
+            return
+        model = opened.rpc_open.model
+        server = self.local_servers.get(model)
+        if not opened.HasField("rpc_open") or server is None:
+            error = f"this node runs no rpc-server for {model!r}"
+            writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=wire_pb2.RpcOffer(error=error))))
+            _close(writer, graceful=True)
+            return
+        remote = await self._accept_path(reader, writer, decoder)
+        if remote is None:
+            return
+        counters = self._counters(source, model, False)
+        counters.connections += 1
+        counters.fast_path_connections += int(remote[0] is not reader)
+        await self._carry_to_rpc_server(remote, server, counters)
+
+    async def _accept_path(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
+    ) -> StreamPair | None:
+        ticket, fast, port = b"", None, 0
+        if self.fast_path is not None:
+            ticket, fast = self.fast_path.offer()
+            port = self.fast_path.port
+        offer = wire_pb2.RpcOffer(tls_port=port, ticket=ticket)
+        writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=offer)))
+        try:
+            path = (await asyncio.wait_for(_read_frame(reader, decoder), HANDSHAKE_TIMEOUT_S)).rpc_path
+        except (FrameError, ConnectionError, TimeoutError):
+            self._withdraw(ticket)
+            _close(writer)
+            return None
+        if path.on_this_stream or fast is None:
+            self._withdraw(ticket)
+            return reader, writer
+        try:
+            pair = await asyncio.wait_for(fast, HANDSHAKE_TIMEOUT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            self._withdraw(ticket)
+            return None
+        finally:
+            _close(writer, graceful=True)
+        return pair
+
+    def _withdraw(self, ticket: bytes) -> None:
+        if self.fast_path is not None and ticket:
+            self.fast_path.withdraw(ticket)
+
+    async def _carry_to_rpc_server(
+        self, remote: StreamPair, server: LocalRpcServer, counters: TunnelCounters
+    ) -> None:
+        try:
+            local = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", server.port), LOCAL_CONNECT_TIMEOUT_S
+            )
+            image = open_gguf_image(Path(server.model_path))
+        except (OSError, TimeoutError, ValueError) as exc:
+            logger.warning("cannot serve an RPC tunnel: %s", exc)
+            _close(remote[1])
+            return
+        no_delay(local[1])
+        half = WorkerHalf(*image)
+        counters.live.add(half)
+        try:
+            await _both_ways(local, remote, None, counters, inbound=half.feed)
+        finally:
+            counters.retire(half)
+            half.close()
+            image[0].close()
+
+
+def _fast_path_target(link: PeerLink, offer: wire_pb2.RpcOffer) -> tuple[str, int] | None:
+    """The worker's TLS listener: the host we reach its QUIC endpoint at, the port it offered."""
+    if link.is_relayed or not offer.tls_port or not offer.ticket:
+        return None
+    address = link.address if link.dialed_by == link.local_node_id else ""
+    address = address or (link.peer.addresses[0] if link.peer.addresses else "")
+    if not address:
+        return None
+    host, _ = split_address(address)
+    return host, offer.tls_port
+
+
+async def _read_frame(
+    reader: asyncio.StreamReader, decoder: FrameDecoder | None = None, initial: bytes = b""
+) -> wire_pb2.WireFrame:
+    """Exactly one handshake frame; anything after it in the same read is a protocol error."""
+    decoder = decoder or FrameDecoder()
+    data = initial
+    while True:
+        frames = decoder.feed(data) if data else []
+        if frames:
+            if len(frames) > 1:
+                raise FrameError("more than one handshake frame")
+            return frames[0]
+        data = await reader.read(4096)
+        if not data:
+            raise ConnectionError("stream ended during the RPC handshake")
+
+
+Transform = Callable[[bytes], Output]
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    transform: Transform | None,
+    count: Callable[[int], None],
+) -> None:
+    try:
+        while True:
+            data = await reader.read(READ_BYTES)
+            if not data:
+                break
+            pieces: Output = transform(data) if transform else [data]
+            for piece in pieces:
+                writer.write(piece)
+                count(len(piece))
+                if writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+                    await writer.drain()
+            await writer.drain()
+    finally:
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+async def _both_ways(
+    local: StreamPair,
+    remote: StreamPair,
+    outbound: Transform | None,
+    counters: TunnelCounters,
+    inbound: Transform | None = None,
+) -> None:
+    """local → remote through `outbound`, remote → local through `inbound`; either failing ends both.
+
+    Host side: local is llama-server, outbound the HostHalf. Worker side: local is rpc-server, and
+    `inbound` (the WorkerHalf) expands what arrives from the host.
+    """
+
+    def to_peer(n: int) -> None:
+        counters.bytes_to_peer += n
+
+    def from_peer_written(n: int) -> None:
+        pass  # counted as it arrives, before the worker half expands references
+
+    async def from_peer() -> None:
+        def counting(data: bytes) -> Output:
+            counters.bytes_from_peer += len(data)
+            return inbound(data) if inbound else [data]
+
+        await _pump(remote[0], local[1], counting, from_peer_written)
+
+    forward = asyncio.ensure_future(_pump(local[0], remote[1], outbound, to_peer))
+    backward = asyncio.ensure_future(from_peer())
+    try:
+        # Either end closing ends the connection: llama.cpp RPC never half-closes, and TLS
+        # cannot pass a half-close on, so waiting for the other direction would hold the
+        # worker's single-client rpc-server forever.
+        done, _ = await asyncio.wait([forward, backward], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, RpcProtocolError):
+                logger.warning("dropped an RPC tunnel connection: %s", exc)
+    finally:
+        for task in (forward, backward):
+            task.cancel()
+        for _, writer in (local, remote):
+            _close(writer)
+
+
+def _close(writer: asyncio.StreamWriter, graceful: bool = False) -> None:
+    with contextlib.suppress(Exception):
+        if graceful and writer.can_write_eof():
+            writer.write_eof()
+        writer.close()

@@ -1,0 +1,97 @@
+"""Assignments → runner processes and the served list gossip carries (services/placement/processes.py)."""
+
+from __future__ import annotations
+
+from services.placement.plan import LayerShare, ModelAssignment, Role
+from services.placement.processes import desired_processes, ready_workers, served_models
+from services.proto.meshllm.gossip.v1 import gossip_pb2
+from services.proto.meshllm.runner.v1 import runner_pb2
+
+GB = 10**9
+HOST, W1, W2 = "h" * 64, "1" * 64, "2" * 64
+SHARES = (LayerShare(HOST, 0.5, 5), LayerShare(W1, 0.3, 3), LayerShare(W2, 0.2, 2))
+
+
+def assignment(
+    model: str, role: Role, host: str = "", shares: tuple[LayerShare, ...] = ()
+) -> ModelAssignment:
+    return ModelAssignment(
+        model, f"/models/{model}.gguf", GB, role, ("why",), host_node_id=host, shares=shares
+    )
+
+
+def test_only_solo_models_and_ready_split_hosts_get_a_llama_server() -> None:
+    plan = [
+        assignment("small", Role.SOLO),
+        assignment("big", Role.SPLIT_HOST, HOST, SHARES),
+        assignment("other", Role.STANDBY),
+        assignment("huge", Role.WAITING),
+    ]
+    waiting_for_workers = desired_processes(plan, 2048, {"big": ["127.0.0.1:7001"]})  # one of two
+    assert [s.key for s in waiting_for_workers] == ["llama-server/small"]
+    specs = desired_processes(plan, 2048, {"big": ["127.0.0.1:7001", "127.0.0.1:7002"]})
+    assert [s.key for s in specs] == ["llama-server/big", "llama-server/small"]
+    big = specs[0]
+    assert list(big.rpc_endpoints) == ["127.0.0.1:7001", "127.0.0.1:7002"]
+    # --tensor-split order: the RPC workers as listed, then the host's own share.
+    assert list(big.tensor_split) == [0.3, 0.2, 0.5]
+    assert big.model_path == "/models/big.gguf" and big.context_size == 2048
+
+
+def test_a_split_worker_runs_an_rpc_server_on_its_own_copy() -> None:
+    [spec] = desired_processes([assignment("big", Role.SPLIT_WORKER, HOST, SHARES)], 2048)
+    assert spec.key == "rpc-server/big" and spec.kind == runner_pb2.PROCESS_KIND_RPC_SERVER
+    assert spec.model == "big" and spec.model_path == "/models/big.gguf"
+    assert not spec.rpc_endpoints
+
+
+def status(*processes: tuple[str, int]) -> runner_pb2.RunnerStatus:
+    return runner_pb2.RunnerStatus(
+        processes=[
+            runner_pb2.ProcessStatus(spec=runner_pb2.ProcessSpec(key=k), state=s) for k, s in processes
+        ]
+    )
+
+
+def test_served_list_reports_roles_states_and_shares() -> None:
+    plan = [
+        assignment("small", Role.SOLO),
+        assignment("big", Role.SPLIT_HOST, HOST, SHARES),
+        assignment("mid", Role.SPLIT_WORKER, W1, SHARES),
+        assignment("other", Role.STANDBY),
+    ]
+    running = status(
+        ("llama-server/small", runner_pb2.PROCESS_STATE_READY),
+        ("rpc-server/mid", runner_pb2.PROCESS_STATE_FAILED),
+    )
+    served = {s.name: s for s in served_models(plan, running, HOST)}
+    assert set(served) == {"small", "big", "mid"}
+    assert served["small"].state == gossip_pb2.SERVE_STATE_READY and served["small"].host_node_id == HOST
+    assert served["big"].role == gossip_pb2.MODEL_ROLE_SPLIT_HOST
+    assert served["big"].state == gossip_pb2.SERVE_STATE_LOADING  # no llama-server yet
+    assert [(s.node_id, s.fraction) for s in served["big"].shares] == [(HOST, 0.5), (W1, 0.3), (W2, 0.2)]
+    assert served["mid"].role == gossip_pb2.MODEL_ROLE_SPLIT_WORKER
+    assert served["mid"].state == gossip_pb2.SERVE_STATE_FAILED and served["mid"].host_node_id == W1
+
+
+def test_a_worker_counts_as_ready_only_for_its_own_host_and_model() -> None:
+    def record(node: str, *served: tuple[str, int, int, str]) -> gossip_pb2.NodeRecord:
+        return gossip_pb2.NodeRecord(
+            node_id=node,
+            served=[
+                gossip_pb2.ServedModel(name=n, role=r, state=st, host_node_id=h) for n, r, st, h in served
+            ],
+        )
+
+    worker, ready = gossip_pb2.MODEL_ROLE_SPLIT_WORKER, gossip_pb2.SERVE_STATE_READY
+    view = gossip_pb2.MeshView(
+        nodes=[
+            record(W1, ("big", worker, ready, HOST)),
+            record(W2, ("big", worker, gossip_pb2.SERVE_STATE_LOADING, HOST)),
+            record("3" * 64, ("big", worker, ready, "someone else")),
+            record(
+                "4" * 64, ("small", worker, ready, HOST), ("big", gossip_pb2.MODEL_ROLE_SOLO, ready, HOST)
+            ),
+        ]
+    )
+    assert ready_workers(view, "big", HOST) == {W1}
