@@ -21,6 +21,7 @@ from services.cli.node_status import (
     rotate_secret,
 )
 from services.node.home import SERVICES, NodeHome, default_home
+from services.placement.plan import format_gb
 from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.proto.meshllm.mesh.v1 import mesh_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
@@ -89,16 +90,28 @@ def show_peers(home: NodeHome, console: Console) -> None:
 def show_plan(home: NodeHome, console: Console) -> None:
     plan = node_plan(home)
     console.print(
-        f"plan generation {plan.generation} for node {plan.node_id[:8]}, "
-        f"budget {plan.vram_bytes / 1e9:.2f} GB"
+        f"plan generation {plan.generation} for node {plan.node_id[:8]}, budget {format_gb(plan.vram_bytes)}"
     )
     table = Table("model", "role", "size", "why", title="placement")
     for assignment in plan.assignments:
         role = placement_pb2.AssignmentRole.Name(assignment.role).removeprefix("ASSIGNMENT_ROLE_").lower()
         table.add_row(
-            assignment.model, role, f"{assignment.model_bytes / 1e9:.2f} GB", "\n".join(assignment.reasons)
+            assignment.model, role, format_gb(assignment.model_bytes), "\n".join(assignment.reasons)
         )
     console.print(table)
+    for assignment in plan.assignments:
+        if assignment.shares:
+            console.print(split_table(assignment, plan.node_id))
+
+
+def split_table(assignment: placement_pb2.Assignment, local_id: str) -> Table:
+    """Who holds which part of a split model: host first, then the workers in --rpc order."""
+    table = Table("node", "part", "share", "weights", title=f"split of {assignment.model}")
+    for share in assignment.shares:
+        part = "host" if share.node_id == assignment.host_node_id else "worker"
+        name = share.node_id[:8] + (" (this node)" if share.node_id == local_id else "")
+        table.add_row(name, part, f"{share.fraction:.2f}", format_gb(share.bytes))
+    return table
 
 
 def show_logs(home: NodeHome, service: str, follow: bool) -> None:

@@ -60,6 +60,9 @@ def patched_record(
     return fresh
 
 
+MIN_RTT_MS = 0.1
+
+
 def rtts_moved(old: dict[str, float], new: dict[str, float]) -> bool:
     if set(old) != set(new):
         return True
@@ -140,7 +143,9 @@ class GossipNode:
             self.send(self.protocol.on_peer_left(peer, now, current))
         if joined:
             self.send(self.protocol.announce(joined))
-        rtts = {p.node_id: round(p.rtt_ms, 1) for p in peers.peers}
+        # A link reports 0 until its first pong: unmeasured is not "0 ms away" (placement would
+        # take a far peer as the nearest split worker). A measured loopback RTT rounds to 0.1.
+        rtts = {p.node_id: max(round(p.rtt_ms, 1), MIN_RTT_MS) for p in peers.peers if p.rtt_ms > 0}
         if rtts_moved(dict(self.state.local.rtt_ms), rtts):
             await self.update_local(gossip_pb2.NodeRecord(rtt_ms=rtts), ["rtt_ms"])
         elif left or joined:

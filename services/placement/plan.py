@@ -46,7 +46,11 @@ class ModelAssignment:
 
 
 def format_gb(value: float) -> str:
-    return f"{value / BYTES_PER_GB:.2f} GB"
+    """GB with two decimals; MB or KB below 0.1 GB, so small (test) models do not all read 0.00 GB."""
+    for unit, scale in (("GB", BYTES_PER_GB), ("MB", 1e6)):
+        if abs(value) >= 0.1 * scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value / 1e3:.1f} KB"
 
 
 def needed_bytes(model_bytes: int) -> int:
