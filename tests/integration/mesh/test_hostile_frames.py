@@ -439,6 +439,36 @@ def test_a_keeps_serving_its_members_after_bad_streams(
     assert [int(n) for n in dropped] == list(range(1, len(dropped) + 1))
 
 
+async def rpc_stream_reply(link: PeerLink, after_open: bytes) -> bytes:
+    reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_RPC)
+    writer.write(after_open)
+    writer.write_eof()  # a truncated frame then ends the stream instead of waiting out the handshake
+    return await asyncio.wait_for(reader.read(), STALL_DEADLINE_S)
+
+
+def test_an_rpc_stream_for_a_model_a_runs_no_rpc_server_for_gets_a_plain_refusal(
+    target: Target, member: tuple[MeshEndpoint, PeerLink]
+) -> None:
+    """A is no split worker: asking for its rpc-server gets a reason, never a ticket or a splice."""
+    _, link = member
+    ask = encode_frame(wire_pb2.WireFrame(rpc_open=wire_pb2.RpcOpen(model="tiny-x")))
+    [reply] = FrameDecoder().feed(target.loop.run(rpc_stream_reply(link, ask)))
+    assert "no rpc-server" in reply.rpc_offer.error and not reply.rpc_offer.ticket
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=st.one_of(garbage, st.just(encode_frame(wire_pb2.WireFrame(ping=wire_pb2.Ping())) * 2)))
+def test_garbage_on_an_rpc_stream_closes_it_without_an_answer(
+    target: Target, member: tuple[MeshEndpoint, PeerLink], payload: bytes
+) -> None:
+    _, link = member
+    reply = target.loop.run(rpc_stream_reply(link, payload))
+    frames = FrameDecoder().feed(reply) if reply else []
+    assert all(frame.rpc_offer.error for frame in frames), frames  # at most a refusal, never a ticket
+    assert not link.closed.is_set(), link.close_reason
+    assert_a_still_serves(target, frozenset({member[0].node_id}))
+
+
 @settings(max_examples=CONTROL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=garbage.filter(breaks_the_decoder))
 def test_garbage_on_a_members_control_stream_drops_that_member_only(target: Target, payload: bytes) -> None:
