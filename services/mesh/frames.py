@@ -62,13 +62,14 @@ def _parse(body: bytes) -> wire_pb2.WireFrame:
     return frame
 
 
-class StreamOpenReader:
-    """Reads the one StreamOpen frame a data stream starts with; what follows is raw payload."""
+class OneFrameReader:
+    """Reads one frame off a stream whose bytes after it are raw payload (a handshake step)."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> tuple[wire_pb2.StreamOpen, bytes] | None:
+    def feed(self, data: bytes) -> tuple[wire_pb2.WireFrame, bytes] | None:
+        """The frame and the bytes after it, once the frame is complete; None until then."""
         self._buffer += data
         if len(self._buffer) < LENGTH_PREFIX.size:
             return None
@@ -78,12 +79,25 @@ class StreamOpenReader:
         end = LENGTH_PREFIX.size + length
         if len(self._buffer) < end:
             return None
-        frame = _parse(bytes(self._buffer[LENGTH_PREFIX.size : end]))
+        return _parse(bytes(self._buffer[LENGTH_PREFIX.size : end])), bytes(self._buffer[end:])
+
+
+class StreamOpenReader:
+    """Reads the one StreamOpen frame a data stream starts with; what follows is raw payload."""
+
+    def __init__(self) -> None:
+        self._reader = OneFrameReader()
+
+    def feed(self, data: bytes) -> tuple[wire_pb2.StreamOpen, bytes] | None:
+        read = self._reader.feed(data)
+        if read is None:
+            return None
+        frame, rest = read
         if frame.WhichOneof("body") != "stream_open":
             raise FrameError("data stream did not start with StreamOpen")
         if frame.stream_open.protocol_version != PROTOCOL_VERSION:
             raise FrameError(f"protocol version {frame.stream_open.protocol_version} is not supported")
-        return frame.stream_open, bytes(self._buffer[end:])
+        return frame.stream_open, rest
 
 
 def stream_open_frame(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from services.mesh.endpoint import split_address
 from services.mesh.fast_path import FastPathError, FastPathListener, connect, no_delay
-from services.mesh.frames import FrameDecoder, FrameError, encode_frame
+from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.link import PeerLink
 from services.mesh.rpc_protocol import RpcProtocolError
 from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
@@ -146,10 +146,14 @@ class RpcTunnels:
         reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_RPC)
         writer.write(encode_frame(wire_pb2.WireFrame(rpc_open=wire_pb2.RpcOpen(model=model))))
         try:
-            offer = (await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)).rpc_offer
+            reply, early = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)
         except (FrameError, ConnectionError, TimeoutError) as exc:
             _close(writer)
             raise RpcTunnelError(f"no RPC offer: {exc or 'timed out'}") from exc
+        offer = reply.rpc_offer
+        if early:  # a worker speaks only after the path is chosen
+            _close(writer)
+            raise RpcTunnelError("the worker sent bytes before the RPC path was chosen")
         if offer.error:
             _close(writer)
             raise RpcTunnelError(offer.error)
@@ -172,30 +176,31 @@ class RpcTunnels:
         self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """An RPC stream from a split host: offer the fast path, then splice to the local rpc-server."""
-        decoder = FrameDecoder()
         try:
-            opened = await asyncio.wait_for(_read_frame(reader, decoder, initial), HANDSHAKE_TIMEOUT_S)
+            opened, early = await asyncio.wait_for(_read_frame(reader, initial), HANDSHAKE_TIMEOUT_S)
         except (FrameError, ConnectionError, TimeoutError):
             _close(writer)
             return
         model = opened.rpc_open.model
         server = self.local_servers.get(model)
-        if not opened.HasField("rpc_open") or server is None:
+        if not opened.HasField("rpc_open") or early or server is None:
             error = f"this node runs no rpc-server for {model!r}"
             writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=wire_pb2.RpcOffer(error=error))))
             _close(writer, graceful=True)
             return
-        remote = await self._accept_path(reader, writer, decoder)
-        if remote is None:
+        accepted = await self._accept_path(reader, writer)
+        if accepted is None:
             return
+        remote, first_bytes = accepted
         counters = self._counters(source, model, False)
         counters.connections += 1
         counters.fast_path_connections += int(remote[0] is not reader)
-        await self._carry_to_rpc_server(remote, server, counters)
+        await self._carry_to_rpc_server(remote, first_bytes, server, counters)
 
     async def _accept_path(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
-    ) -> StreamPair | None:
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[StreamPair, bytes] | None:
+        """The connection the host's bytes will come on, and any that already came on the stream."""
         ticket, fast, port = b"", None, 0
         if self.fast_path is not None:
             ticket, fast = self.fast_path.offer()
@@ -203,14 +208,14 @@ class RpcTunnels:
         offer = wire_pb2.RpcOffer(tls_port=port, ticket=ticket)
         writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=offer)))
         try:
-            path = (await asyncio.wait_for(_read_frame(reader, decoder), HANDSHAKE_TIMEOUT_S)).rpc_path
+            chosen, early = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)
         except (FrameError, ConnectionError, TimeoutError):
             self._withdraw(ticket)
             _close(writer)
             return None
-        if path.on_this_stream or fast is None:
+        if chosen.rpc_path.on_this_stream or fast is None:
             self._withdraw(ticket)
-            return reader, writer
+            return (reader, writer), early
         try:
             pair = await asyncio.wait_for(fast, HANDSHAKE_TIMEOUT_S)
         except (TimeoutError, asyncio.CancelledError):
@@ -218,14 +223,14 @@ class RpcTunnels:
             return None
         finally:
             _close(writer, graceful=True)
-        return pair
+        return pair, b""
 
     def _withdraw(self, ticket: bytes) -> None:
         if self.fast_path is not None and ticket:
             self.fast_path.withdraw(ticket)
 
     async def _carry_to_rpc_server(
-        self, remote: StreamPair, server: LocalRpcServer, counters: TunnelCounters
+        self, remote: StreamPair, first_bytes: bytes, server: LocalRpcServer, counters: TunnelCounters
     ) -> None:
         try:
             local = await asyncio.wait_for(
@@ -240,6 +245,10 @@ class RpcTunnels:
         half = WorkerHalf(*image)
         counters.live.add(half)
         try:
+            if first_bytes:
+                counters.bytes_from_peer += len(first_bytes)
+                for piece in half.feed(first_bytes):
+                    local[1].write(piece)
             await _both_ways(local, remote, None, counters, inbound=half.feed)
         finally:
             counters.retire(half)
@@ -259,18 +268,14 @@ def _fast_path_target(link: PeerLink, offer: wire_pb2.RpcOffer) -> tuple[str, in
     return host, offer.tls_port
 
 
-async def _read_frame(
-    reader: asyncio.StreamReader, decoder: FrameDecoder | None = None, initial: bytes = b""
-) -> wire_pb2.WireFrame:
-    """Exactly one handshake frame; anything after it in the same read is a protocol error."""
-    decoder = decoder or FrameDecoder()
+async def _read_frame(reader: asyncio.StreamReader, initial: bytes = b"") -> tuple[wire_pb2.WireFrame, bytes]:
+    """One handshake frame, and whatever arrived after it (the first payload bytes)."""
+    one = OneFrameReader()
     data = initial
     while True:
-        frames = decoder.feed(data) if data else []
-        if frames:
-            if len(frames) > 1:
-                raise FrameError("more than one handshake frame")
-            return frames[0]
+        read = one.feed(data) if data else None
+        if read is not None:
+            return read
         data = await reader.read(4096)
         if not data:
             raise ConnectionError("stream ended during the RPC handshake")
@@ -294,7 +299,7 @@ async def _pump(
             for piece in pieces:
                 writer.write(piece)
                 count(len(piece))
-                if writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+                if _buffered(writer) > DRAIN_ABOVE_BYTES:
                     await writer.drain()
             await writer.drain()
     finally:
@@ -345,6 +350,14 @@ async def _both_ways(
             task.cancel()
         for _, writer in (local, remote):
             _close(writer)
+
+
+def _buffered(writer: asyncio.StreamWriter) -> int:
+    """Bytes waiting in the transport; a stream that cannot say (aioquic's) drains per piece."""
+    try:
+        return int(writer.transport.get_write_buffer_size())
+    except NotImplementedError:
+        return DRAIN_ABOVE_BYTES + 1
 
 
 def _close(writer: asyncio.StreamWriter, graceful: bool = False) -> None:

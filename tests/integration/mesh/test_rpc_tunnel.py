@@ -1,0 +1,156 @@
+"""The RPC tunnel between two real mesh endpoints in one process, to a real ggml-rpc-server.
+
+A "host" endpoint dials a "worker" endpoint over QUIC; a client speaking llama.cpp RPC (as
+llama-server would) connects to the host's tunnel listener. The bytes must reach the worker's
+rpc-server and its answers come back, over the TLS fast path when the worker's listener is
+reachable and over the QUIC stream when it is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.mesh.endpoint import MeshEndpoint
+from services.mesh.fast_path import FastPathListener
+from services.mesh.handshake import Credentials
+from services.mesh.identity import NodeIdentity
+from services.mesh.invite import InviteToken
+from services.mesh.link import PeerLink
+from services.mesh.rpc_messages import HelloResponse
+from services.mesh.rpc_protocol import RESPONSE_PREFIX, RPC_CONN_CAPS_BYTES, RpcCommand, encode_request
+from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
+from services.mesh.tunnels import TunnelListeners
+from services.proto.meshllm.mesh.v1 import wire_pb2
+from tests.support.node import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = "tiny-tunnel"
+HELLO_CAPS = bytes(RPC_CONN_CAPS_BYTES)  # the client's transport caps: none (plain TCP)
+HELLO_REPLY_BYTES = RESPONSE_PREFIX.size + len(HelloResponse().encode())
+
+
+@dataclass
+class Pair:
+    host: MeshEndpoint
+    worker: MeshEndpoint
+    host_rpc: RpcTunnels
+    worker_rpc: RpcTunnels
+    listeners: TunnelListeners
+    link: PeerLink
+
+
+async def ignore(*_: object) -> None:
+    return None
+
+
+def endpoint(token: InviteToken, name: str, handlers: dict) -> MeshEndpoint:  # type: ignore[type-arg]
+    identity = NodeIdentity(Ed25519PrivateKey.generate())
+    credentials = Credentials(identity, token.mesh_id, token.secret, name, (), False)
+    return MeshEndpoint(credentials, handlers, ignore, lambda: None)
+
+
+@pytest.fixture
+def rpc_server(llama_bin_dir: Path, tmp_path: Path) -> int:
+    port = free_port()
+    command = [str(llama_bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port), "-t", "1"]
+    with (tmp_path / "rpc-server.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    import socket
+
+    def accepts() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(accepts, 30, "rpc-server to listen")
+    yield port
+    process.kill()
+    process.wait(10)
+
+
+async def make_pair(tmp_path: Path, rpc_port: int, model: Path, fast_path_open: bool) -> Pair:
+    token = InviteToken.new_mesh()
+    worker_identity_dir = tmp_path / "worker-run"
+    worker_identity_dir.mkdir()
+    worker_rpc = RpcTunnels(None)
+    worker = endpoint(token, "worker", {wire_pb2.STREAM_KIND_RPC: lambda *a: worker_rpc.serve_stream(*a)})
+    listener = FastPathListener(worker.credentials.identity, worker_identity_dir)
+    worker_rpc.fast_path = listener
+    worker_port = await worker.listen("127.0.0.1", 0)
+    await listener.start("127.0.0.1", worker_port)
+    if not fast_path_open:
+        listener._server.close()  # type: ignore[union-attr]  # offers still name the now-dead port
+        await listener._server.wait_closed()  # type: ignore[union-attr]
+    worker_rpc.local_servers[MODEL] = LocalRpcServer(rpc_port, str(model))
+    host_rpc = RpcTunnels(None)
+    host = endpoint(token, "host", {})
+    listeners = TunnelListeners(lambda peer: host.links.get(peer), host_rpc.carry_from_llama_server)
+    link = await host.dial(f"127.0.0.1:{worker_port}")
+    return Pair(host, worker, host_rpc, worker_rpc, listeners, link)
+
+
+@pytest.fixture(params=[True, False], ids=["tls-fast-path", "quic-fallback"])
+async def pair(
+    request: pytest.FixtureRequest, tmp_path: Path, rpc_server: int, tiny_gguf: Path
+) -> AsyncIterator[Pair]:
+    made = await make_pair(tmp_path, rpc_server, tiny_gguf, fast_path_open=request.param)
+    yield made
+    made.listeners.close()
+    await made.host.close()
+    await made.worker.close()
+
+
+async def hello_through(pair: Pair, model_path: Path) -> HelloResponse:
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(model_path)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
+    size = RESPONSE_PREFIX.unpack(await asyncio.wait_for(reader.readexactly(RESPONSE_PREFIX.size), 10))[0]
+    hello = HelloResponse.decode(await reader.readexactly(size))
+    writer.close()
+    return hello
+
+
+async def test_llama_cpp_rpc_reaches_the_workers_rpc_server_and_answers_come_back(
+    pair: Pair, tiny_gguf: Path
+) -> None:
+    hello = await hello_through(pair, tiny_gguf)
+    assert hello.compatible
+    [host_side] = pair.host_rpc.stats()
+    assert host_side.connections == 1 and host_side.requests == 1
+    assert host_side.bytes_from_peer == HELLO_REPLY_BYTES
+    [worker_side] = pair.worker_rpc.stats()
+    assert worker_side.bytes_from_peer == host_side.bytes_to_peer
+    fast = pair.worker_rpc.fast_path is not None and pair.worker_rpc.fast_path._server.is_serving()  # type: ignore[union-attr]
+    assert host_side.fast_path_connections == (1 if fast else 0)
+
+
+async def test_a_model_the_worker_does_not_run_closes_the_connection(pair: Pair, tiny_gguf: Path) -> None:
+    pair.worker_rpc.local_servers.clear()
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # llama-server sees a dead endpoint, not a hang
+    writer.close()
+
+
+async def test_the_peer_going_away_cuts_its_tunnels(pair: Pair, tiny_gguf: Path) -> None:
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
+    await asyncio.wait_for(reader.readexactly(HELLO_REPLY_BYTES), 10)
+    await pair.worker.close()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
