@@ -11,7 +11,22 @@ from pathlib import Path
 from rich.console import Console
 
 from services import __version__
-from services.cli.arguments import OneLineArgumentParser, fail, host_port, port_number, positive_gb
+from services.cli.arguments import (
+    OneLineArgumentParser,
+    fail,
+    host_port,
+    port_number,
+    positive_count,
+    positive_gb,
+)
+from services.cli.discover import (
+    AutoDecision,
+    add_scope_arguments,
+    decide_auto,
+    mesh_name,
+    remember_mesh,
+    scope_from_args,
+)
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
 from services.cli.node_status import NodeNotRunning, node_invite, node_peers, node_status
 from services.mesh.invite import InvalidToken, InviteToken
@@ -23,7 +38,8 @@ PROG = "mesh-llm"
 READY_TIMEOUT_S = 600.0
 READY_POLL_S = 0.25
 JOIN_SETTLE_S = 5.0
-STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed"}
+STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed", "standby", "remote"}
+NO_MESH_EXIT = 1
 
 INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compatible API.
 
@@ -31,6 +47,10 @@ INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compa
   mesh-llm --model PATH.gguf                serve a local GGUF file
   mesh-llm --join TOKEN                     join a mesh with the invite token another node printed
   mesh-llm --client --join TOKEN            join as an API-only client (no GPU)
+  mesh-llm --auto                           find and join the best public or LAN mesh
+  mesh-llm --auto --mesh-name NAME --model M   everyone runs the same: the first creates NAME
+  mesh-llm --model M --publish              make your mesh public (listed for `discover`/--auto)
+  mesh-llm discover                         browse public and LAN meshes
   mesh-llm download                         list models you can name with --model
 
 Every node serves http://localhost:{DEFAULT_API_PORT}/v1 and a console on http://localhost:{DEFAULT_CONSOLE_PORT}.
@@ -50,6 +70,20 @@ def build_parser() -> OneLineArgumentParser:
         "--join", action="append", default=[], metavar="TOKEN", help="join a mesh via invite token"
     )
     parser.add_argument("--client", action="store_true", help="API-only client (no GPU, serves nothing)")
+    parser.add_argument("--auto", action="store_true", help="discover and join the best mesh (or start one)")
+    parser.add_argument(
+        "--publish", action="store_true", help="publish this mesh (listed for discover/--auto)"
+    )
+    parser.add_argument(
+        "--mesh-name", type=mesh_name, metavar="NAME", help="name the mesh (implies --publish)"
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=positive_count,
+        metavar="N",
+        help="delist the mesh while N clients are connected",
+    )
+    add_scope_arguments(parser)
     parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT, help="API port (default 9337)")
     parser.add_argument(
         "--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)"
@@ -84,8 +118,50 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def check_discovery_args(args: argparse.Namespace) -> None:
+    if args.auto and args.join:
+        fail(PROG, "--auto finds a mesh to join; drop --join or --auto")
+    if args.max_clients and not (args.publish or args.mesh_name or args.lan or args.auto):
+        fail(PROG, "--max-clients only applies to a listed mesh; add --publish or --mesh-name")
+    if args.relay and not (args.publish or args.mesh_name or args.auto):
+        fail(PROG, "--relay is where a mesh is published; add --publish, --mesh-name or --auto")
+
+
+def resolve_auto(args: argparse.Namespace, console: Console) -> AutoDecision:
+    """--auto: find meshes, pick one (or decide to start one), say why in one line; sets args to match."""
+    home = (args.home or default_home()).expanduser().resolve()
+    with console.status("looking for meshes…"):
+        decision = decide_auto(args, home, scope_from_args(args))
+    if decision.token is not None:
+        console.print(decision.explanation, soft_wrap=True, highlight=False)
+        args.join = [decision.token]
+        args.mesh_name = args.mesh_name or decision.mesh_name
+        args.max_clients = args.max_clients or decision.max_clients
+        # A member of a public mesh can take the listing over when its publisher leaves.
+        args.publish = args.publish or decision.source == "nostr"
+        args.lan = args.lan or (decision.source == "lan" and not args.no_lan)
+        remember_mesh(home, InviteToken.decode(decision.token).mesh_id_hex)
+        return decision
+    if args.client:
+        console.print(f"{decision.explanation}; nothing to join as a client", soft_wrap=True, highlight=False)
+        sys.exit(NO_MESH_EXIT)
+    if not args.model:
+        args.model = [DEFAULT_MODEL]
+    kind = "LAN" if args.lan else "public"
+    named = f' "{args.mesh_name}"' if args.mesh_name else ""
+    console.print(
+        f"{decision.explanation}; starting a new {kind} mesh{named} serving {', '.join(args.model)}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    args.publish = not args.lan
+    return decision
+
+
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     home = (args.home or default_home()).expanduser().resolve()
+    scope = scope_from_args(args)
+    publish = (args.publish or bool(args.mesh_name)) and not args.lan
     for token in args.join:
         try:
             InviteToken.decode(token)
@@ -118,6 +194,12 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         bind_port=args.bind_port,
         join_tokens=tuple(args.join),
         region=args.region,
+        publish=publish,
+        mesh_name=args.mesh_name or "",
+        max_clients=args.max_clients or 0,
+        relays=scope.relays if publish else (),
+        lan=args.lan,
+        no_lan=args.no_lan,
         advertise=tuple(args.advertise),
         log_format=args.log_format,
         context_size=args.ctx_size,
@@ -134,9 +216,11 @@ def wait_until_started(config: NodeConfig, console: Console, supervisor_alive) -
             except NodeNotRunning:
                 time.sleep(READY_POLL_S)
                 continue
-            routes = [m for m in current.models if m.local]
-            pending = [m.model for m in routes if m.state not in STARTED_STATES]
-            if len(routes) >= len(config.models) and not pending and current.node_id:
+            # Settled: each model this node was asked for is served, or its plan says why not
+            # (a split waiting for peers, a model that does not fit, one served elsewhere).
+            states = {m.model: m.state for m in current.models}
+            pending = [m.name for m in config.models if states.get(m.name) not in STARTED_STATES]
+            if not pending and current.node_id:
                 return True
             status.update(f"loading {', '.join(pending) or 'models'}…")
             time.sleep(READY_POLL_S)
@@ -153,6 +237,22 @@ def _peers_after_join(config: NodeConfig) -> list:  # type: ignore[type-arg]
         time.sleep(READY_POLL_S)
 
 
+def describe_listing(config: NodeConfig) -> str:
+    places = []
+    if config.publish and config.relays:
+        places.append(f"{len(config.relays)} Nostr relay{'s' if len(config.relays) != 1 else ''}")
+    if (config.publish or config.lan) and not config.no_lan:
+        places.append("the LAN (mDNS)")
+    if not places:
+        return ""
+    name = f'"{config.mesh_name}" ' if config.mesh_name else ""
+    limit = f", delisted at {config.max_clients} clients" if config.max_clients else ""
+    # The mesh binds 127.0.0.1 unless asked: a listing is only useful to others if they can dial it.
+    reachable = config.listen_all or config.advertise or config.join_tokens
+    local = "" if reachable else " (reachable from this machine only: add --listen-all)"
+    return f"{name}on {' and '.join(places)}{limit}{local}"
+
+
 def print_ready_screen(config: NodeConfig, console: Console) -> None:
     current = node_status(config.node_home)
     invite = node_invite(config.node_home)
@@ -166,6 +266,9 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
     peers = _peers_after_join(config)
     listed = ", ".join(f"{p.node_id[:8]} ({p.name})" for p in peers[:6])
     console.print(f"  Peers    {len(peers)} connected{': ' + listed if listed else ''}")
+    listed = describe_listing(config)
+    if listed:
+        console.print(f"  Listed   {listed}", soft_wrap=True, highlight=False)
     console.print(f"  Logs     {config.node_home.logs}")
     console.print("[dim]Ctrl-C stops the node.[/]")
 
@@ -176,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         from services.cli.download import download_main
 
         sys.exit(download_main(argv[1:]))
+    if argv and argv[0] == "discover":
+        from services.cli.discover import discover_main
+
+        sys.exit(discover_main(argv[1:]))
     if argv and argv[0] == "rotate-key":
         from services.cli.meshctl import main as meshctl_main
 
@@ -186,8 +293,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    if not args.model and not args.join and not args.client:
-        fail(PROG, "nothing to do: give --model NAME, --join TOKEN or --client (bare `mesh-llm` shows help)")
+    check_discovery_args(args)
+    if not args.model and not args.join and not args.client and not args.auto:
+        fail(
+            PROG,
+            "nothing to do: give --model NAME, --join TOKEN, --auto or --client (bare `mesh-llm` shows help)",
+        )
+    if args.client and args.model:
+        fail(PROG, "--client serves no models; drop --model or --client")
+    if args.auto:
+        resolve_auto(args, console)
     with console.status("preparing models…"):
         config = config_from_args(args)
     config.save()

@@ -215,6 +215,7 @@ def initial_record(config: NodeConfig, identity: mesh_pb2.Identity) -> gossip_pb
         vram_bytes=vram,
         models_wanted=[] if config.client else [m.name for m in config.models],
         force_split=config.split and not config.client,
+        publishing=config.publish and bool(config.relays),
         updated_unix_s=time.time(),
     )
 

@@ -44,6 +44,13 @@ class NodeConfig:
     # host:port others should dial to reach this node (port forwarding, NAT, test link simulators).
     advertise: tuple[str, ...] = ()
     region: str = ""
+    # Discovery (services/discovery): publish this mesh's listing to Nostr relays and/or the LAN.
+    publish: bool = False
+    mesh_name: str = ""
+    max_clients: int = 0  # 0: no limit; otherwise delisted while this many clients are connected
+    relays: tuple[str, ...] = ()  # Nostr relay URLs to publish to (empty: no Nostr)
+    lan: bool = False  # announce on the LAN by mDNS even if not published
+    no_lan: bool = False  # never announce on the LAN
     log_format: str = "pretty"
     log_level: str = "info"
     llama_bin_dir: str = ""
@@ -72,6 +79,7 @@ class NodeConfig:
         data["models"] = [asdict(m) for m in self.models]
         data["join_tokens"] = list(self.join_tokens)
         data["advertise"] = list(self.advertise)
+        data["relays"] = list(self.relays)
         if self.max_vram_gb is None:
             del data["max_vram_gb"]
         self.node_home.ensure()
@@ -92,6 +100,7 @@ class NodeConfig:
         data["models"] = tuple(ModelRequest(**m) for m in data.get("models", []))
         data["join_tokens"] = tuple(data.get("join_tokens", []))
         data["advertise"] = tuple(data.get("advertise", []))
+        data["relays"] = tuple(data.get("relays", []))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = Path("~/.mesh-llm").expanduser()
-SERVICES = ("mesh", "gossip", "placement", "runner", "gateway")
+SERVICES = ("mesh", "gossip", "placement", "runner", "gateway", "discovery")
 
 
 def default_home() -> Path:
