@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from services.mesh.endpoint import split_address
 from services.mesh.fast_path import FastPathError, FastPathListener, connect, no_delay
 from services.mesh.frames import FrameError, OneFrameReader, encode_frame
+from services.mesh.gguf_index import GgufIndex
 from services.mesh.link import PeerLink
 from services.mesh.rpc_protocol import RpcProtocolError
 from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
@@ -72,6 +74,27 @@ class TunnelCounters:
         return requests, by_reference, raw
 
 
+class GgufImages:
+    """Each model file mapped and indexed once (indexing Gemma's header takes ~0.1 s, and
+    llama-server opens about a dozen RPC connections per load), off the event loop. A file that
+    changed on disk is mapped again; old maps stay valid for connections still using them."""
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[Path, int, int], tuple[mmap.mmap, GgufIndex]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, path: Path) -> tuple[mmap.mmap, GgufIndex]:
+        stat = await asyncio.to_thread(path.stat)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        async with self._lock:
+            image = self._images.get(key)
+            if image is None:
+                image = await asyncio.to_thread(open_gguf_image, path)
+                self._images = {k: v for k, v in self._images.items() if k[0] != path}
+                self._images[key] = image
+            return image
+
+
 class RpcTunnelError(ConnectionError):
     """The tunnel could not be set up; the llama-server connection is closed."""
 
@@ -84,6 +107,7 @@ class RpcTunnels:
         # model → the local rpc-server that serves it (from the runner's status)
         self.local_servers: dict[str, LocalRpcServer] = {}
         self.counters: dict[tuple[str, str, bool], TunnelCounters] = {}
+        self.images = GgufImages()
 
     def _counters(self, peer: str, model: str, host_side: bool) -> TunnelCounters:
         return self.counters.setdefault((peer, model, host_side), TunnelCounters())
@@ -125,7 +149,7 @@ class RpcTunnels:
             return
         counters.fast_path_connections += int(fast)
         try:
-            image = open_gguf_image(Path(model_path))
+            image = await self.images.get(Path(model_path))
         except (OSError, ValueError) as exc:
             # Correct but slow: every weight byte crosses the network.
             logger.warning("cannot map %s (%s): weights go over the wire", model_path, exc)
@@ -139,8 +163,6 @@ class RpcTunnels:
             if half is not None:
                 counters.retire(half)
                 half.close()
-            if image is not None:
-                image[0].close()
 
     async def _open_to_worker(self, link: PeerLink, model: str) -> tuple[StreamPair, bool]:
         reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_RPC)
@@ -236,7 +258,7 @@ class RpcTunnels:
             local = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", server.port), LOCAL_CONNECT_TIMEOUT_S
             )
-            image = open_gguf_image(Path(server.model_path))
+            image = await self.images.get(Path(server.model_path))
         except (OSError, TimeoutError, ValueError) as exc:
             logger.warning("cannot serve an RPC tunnel: %s", exc)
             _close(remote[1])
@@ -253,7 +275,6 @@ class RpcTunnels:
         finally:
             counters.retire(half)
             half.close()
-            image[0].close()
 
 
 def _fast_path_target(link: PeerLink, offer: wire_pb2.RpcOffer) -> tuple[str, int] | None:

@@ -38,6 +38,7 @@ LLAMA_SERVER_FLAGS = (
     "-ngl",
     "--cache-ram",
     "--ctx-checkpoints",
+    "-ot",
 )
 RPC_SERVER_FLAGS = ("-H", "-p", "-t")
 
@@ -78,16 +79,24 @@ class SplitArgsError(ValueError):
     """A split the binaries cannot express (shares that do not match the RPC endpoints)."""
 
 
+# llama.cpp counts the output layer in -ngl and offloads it first, so a CPU-only split host would
+# have a worker compute the logits and send them back every token (1 MiB for Gemma's 262k vocab),
+# and hold the output matrix (for tied embeddings a copy of the 178 MB token embeddings). Keeping
+# both on the host leaves one small hidden-state read per token (bench/split.py).
+KEEP_OUTPUT_ON_HOST = r"^(token_embd|output)\.weight$=CPU"
+
+
 def split_args(
     rpc_endpoints: tuple[str, ...], shares: tuple[float, ...], layer_count: int, local_gpu: bool
 ) -> list[str]:
-    """--rpc, -ngl and --tensor-split for a split host.
+    """--rpc, -ngl, --tensor-split (and -ot) for a split host.
 
     `shares` is one fraction per RPC endpoint, in order, then the host's own (ProcessSpec.tensor_split).
     llama.cpp lists RPC devices first and local GPUs after them. A host with a GPU passes every
-    share, host included, and offloads all layers. A CPU-only host has no device of its own in
-    that list: it offloads the workers' part of the layers with -ngl (the last layers, so the
-    input embeddings stay local) and keeps the rest on its CPU.
+    share, host included, and offloads all layers; the output layer lands on the last device, its
+    own GPU. A CPU-only host has no device of its own in that list: it offloads the workers' part
+    of the repeating layers with -ngl (the last ones), keeps the rest on its CPU, and pins the
+    output layer to its CPU.
     """
     if len(shares) != len(rpc_endpoints) + 1:
         raise SplitArgsError(f"{len(rpc_endpoints)} RPC endpoints need {len(rpc_endpoints) + 1} shares")
@@ -100,7 +109,9 @@ def split_args(
         raise SplitArgsError("a CPU-only split host needs the model's layer count (GGUF block_count)")
     workers = sum(shares[:-1]) / sum(shares)
     offloaded = min(layer_count, max(1, round(layer_count * workers)))
-    return [*args, "-ngl", str(offloaded), "--tensor-split", _format_split(shares[:-1])]
+    # +1: the output layer, which -ot then keeps on the host.
+    ngl = str(offloaded + 1)
+    return [*args, "-ngl", ngl, "--tensor-split", _format_split(shares[:-1]), "-ot", KEEP_OUTPUT_ON_HOST]
 
 
 def llama_server_argv(

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.mesh.gguf_index import read_gguf_index
 from tests.support.node import RunningNode, free_port, wait_until
-from tests.support.split import completion, copies_of, plan_text, stock_split, tunnels
+from tests.support.split import completion, copies_of, host_argv, plan_text, stock_split, tunnels
 
 pytestmark = pytest.mark.integration
 
@@ -77,10 +78,20 @@ def test_loading_the_split_sent_no_weight_bytes(gemma_pair: list[RunningNode], g
     host, worker = roles(gemma_pair)
     [to_worker] = [t for t in tunnels(host) if t.host_side]
     assert to_worker.weight_bytes_raw == 0
-    # About half of Gemma's 253 MB of weights live on the worker, read from its own copy...
-    assert to_worker.weight_bytes_by_reference > gemma_path.stat().st_size * 0.3
+    # The worker holds the last `-ngl - 1` blocks and the final norm (the output matrix stays on
+    # the CPU host): exactly their tensors were loaded, each from the worker's own copy...
+    argv = host_argv(host)
+    offloaded = int(argv[argv.index("-ngl") + 1]) - 1
+    index = read_gguf_index(gemma_path)
+    layers = 1 + max(int(name.split(".")[1]) for name in index.tensors if name.startswith("blk."))
+    on_worker = {f"blk.{i}." for i in range(layers - offloaded, layers)}
+    expected = index.tensors["output_norm.weight"].size + sum(
+        e.size for name, e in index.tensors.items() if name[: name.index(".", 4) + 1] in on_worker
+    )
+    assert 0 < offloaded < layers
+    assert to_worker.weight_bytes_by_reference == expected
     # ...while all the host ever sent it (load and every request so far) is a few MB.
-    assert to_worker.bytes_to_peer < to_worker.weight_bytes_by_reference * 0.05
+    assert to_worker.bytes_to_peer < expected * 0.2
     [from_host] = [t for t in tunnels(worker) if not t.host_side]
     assert from_host.bytes_from_peer == to_worker.bytes_to_peer
 

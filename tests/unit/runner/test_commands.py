@@ -77,7 +77,8 @@ def test_cpu_only_split_host_keeps_its_share_by_layer_count() -> None:
     """Half the layers on two workers: 18 layers → 9 offloaded, split 1:1 between the workers."""
     spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS, tensor_split=(0.25, 0.25, 0.5))
     argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("gemma3", True, 18))
-    assert flag_value(argv, "-ngl") == "9"
+    assert flag_value(argv, "-ngl") == "10"  # 9 repeating layers, and the output layer...
+    assert flag_value(argv, "-ot") == r"^(token_embd|output)\.weight$=CPU"  # ...whose weights stay here
     assert flag_value(argv, "--tensor-split") == "0.25,0.25"
 
 
@@ -91,7 +92,7 @@ def test_split_host_saves_no_prompt_cache_or_checkpoints() -> None:
 
 @pytest.mark.parametrize(
     ("shares", "layers", "offloaded"),
-    [((0.01, 0.99), 18, "1"), ((0.99, 0.01), 18, "18"), ((1.0, 3.0), 8, "2"), ((2.0, 2.0), 5, "2")],
+    [((0.01, 0.99), 18, "2"), ((0.99, 0.01), 18, "19"), ((1.0, 3.0), 8, "3"), ((2.0, 2.0), 5, "3")],
 )
 def test_cpu_host_offloads_at_least_one_layer_and_never_more_than_exist(
     shares: tuple[float, float], layers: int, offloaded: str
