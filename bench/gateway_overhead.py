@@ -150,12 +150,13 @@ def report(samples: dict[str, list[Sample]], rounds: int, max_tokens: int) -> di
 
 def serve_gateway(port: int, upstream_port: int) -> None:
     """The gateway's API app (production uvicorn settings) with a fixed route: the bench's child process."""
-    from services.gateway.app import bind_listener, embedded_server, run_event_loop
+    from services.gateway.app import bind_listener, embedded_server
     from services.gateway.openai_api import build_api_app
     from services.gateway.proxy import UpstreamProxy
     from services.gateway.routing import Route, RoutingTable
     from services.gateway.sources import RoutingSources
     from services.gateway.status import RequestCounters
+    from services.node.service_main import run_event_loop
 
     async def serve() -> None:
         sources = RoutingSources()

