@@ -18,6 +18,7 @@ from services.cli.node_status import (
     node_peers,
     node_plan,
     node_status,
+    node_tunnels,
     rotate_secret,
 )
 from services.node.home import SERVICES, NodeHome, default_home
@@ -114,6 +115,37 @@ def split_table(assignment: placement_pb2.Assignment, local_id: str) -> Table:
     return table
 
 
+def show_tunnels(home: NodeHome, console: Console) -> None:
+    """The split's RPC traffic: what crossed the network, and the weights that did not."""
+    table = Table(
+        "peer",
+        "model",
+        "this node",
+        "connections",
+        "sent",
+        "received",
+        "weights by reference",
+        "weights sent",
+        title="RPC tunnels (split inference)",
+    )
+    for t in node_tunnels(home).tunnels:
+        path = f"{t.connections} ({t.fast_path_connections} TLS)"
+        side = "host" if t.host_side else "worker"
+        table.add_row(
+            t.peer_node_id[:8],
+            t.model,
+            side,
+            path,
+            format_gb(t.bytes_to_peer),
+            format_gb(t.bytes_from_peer),
+            format_gb(t.weight_bytes_by_reference),
+            format_gb(t.weight_bytes_raw),
+        )
+    if not table.rows:
+        table.add_row("(no split tunnels)", "", "", "", "", "", "", "")
+    console.print(table)
+
+
 def show_logs(home: NodeHome, service: str, follow: bool) -> None:
     path = home.logs / f"{service}.log"
     if not path.exists():
@@ -135,6 +167,7 @@ def build_parser() -> OneLineArgumentParser:
         ("peers", "nodes this node is connected to"),
         ("models", "models this node can route to"),
         ("plan", "this node's placement and why"),
+        ("tunnels", "split-inference RPC traffic to and from peers"),
         ("invite", "print the invite token"),
         ("rotate-key", "new mesh secret; old invite tokens stop admitting"),
     ):
@@ -158,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             show_models(home, console)
         elif args.command == "plan":
             show_plan(home, console)
+        elif args.command == "tunnels":
+            show_tunnels(home, console)
         elif args.command == "invite":
             print(node_invite(home).token)
         elif args.command == "rotate-key":

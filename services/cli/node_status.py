@@ -50,6 +50,10 @@ def node_peers(home: NodeHome) -> mesh_pb2.ListPeersResponse:
     return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "ListPeers", mesh_pb2.ListPeersRequest())
 
 
+def node_tunnels(home: NodeHome) -> mesh_pb2.ListTunnelsResponse:
+    return _unary(home, "mesh", mesh_pb2_grpc.MeshStub, "ListTunnels", mesh_pb2.ListTunnelsRequest())
+
+
 def node_plan(home: NodeHome) -> placement_pb2.Plan:
     stub = placement_pb2_grpc.PlacementStub
     return _unary(home, "placement", stub, "GetPlan", placement_pb2.GetPlanRequest())

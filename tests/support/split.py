@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,8 +87,6 @@ def stock_split(host: RunningNode, bin_dir: Path, log_dir: Path) -> Iterator[str
 
 
 def _accepts(port: int) -> bool:
-    import socket
-
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
@@ -105,13 +105,13 @@ def tunnels(node: RunningNode) -> list[mesh_pb2.TunnelStats]:
 
 
 def plan_text(node: RunningNode) -> str:
-    meshctl = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "meshctl"
-    if not meshctl.exists():
-        import sys
+    return meshctl(node, "plan")
 
-        meshctl = Path(sys.executable).parent / "meshctl"
+
+def meshctl(node: RunningNode, command: str) -> str:
+    binary = Path(sys.executable).parent / "meshctl"
     result = subprocess.run(
-        [str(meshctl), "--home", str(node.home), "plan"],
+        [str(binary), "--home", str(node.home), command],
         capture_output=True,
         text=True,
         timeout=30,

@@ -17,7 +17,7 @@ import pytest
 from services.mesh.invite import InviteToken
 from tests.support.link_simulator import LinkConditions, LinkSimulator
 from tests.support.node import RunningNode, free_port, wait_until
-from tests.support.split import completion, copies_of, plan_text, stock_split, tunnels
+from tests.support.split import completion, copies_of, meshctl, plan_text, stock_split, tunnels
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.integration
@@ -107,6 +107,8 @@ def test_no_weight_bytes_cross_the_mesh(pair: list[RunningNode], tiny_model: Pat
     # worker's weights alone would have been (for this tiny model graphs are as big as layers).
     assert to_worker.bytes_to_peer < to_worker.weight_bytes_by_reference
     assert to_worker.fast_path_connections == to_worker.connections > 0
+    shown = meshctl(host, "tunnels")
+    assert MODEL in shown and "host" in shown and f"{to_worker.connections} TLS" in shown
 
 
 def test_three_nodes_split_and_match_the_stock_split(
