@@ -5,6 +5,7 @@ link (RpcOpen → RpcOffer → RpcPath, see wire.proto), then its bytes take the
 (fast_path.py) or, when that cannot connect, stay on the QUIC stream. Requests pass through the
 zero-transfer halves (rpc_zero_transfer.py): weight uploads that equal the host's own copy of the
 GGUF cross as references and the worker reads the bytes from its own copy. Responses go back raw.
+On TCP and TLS the data phase runs in the transports' callbacks (relay_protocol.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import mmap
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from services.mesh.fast_path import FastPathError, FastPathListener, connect, no
 from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.gguf_index import GgufIndex
 from services.mesh.link import PeerLink
+from services.mesh.relay_protocol import Transform, splice
 from services.mesh.rpc_protocol import RpcProtocolError
 from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
 from services.proto.meshllm.mesh.v1 import mesh_pb2, wire_pb2
@@ -302,24 +303,14 @@ async def _read_frame(reader: asyncio.StreamReader, initial: bytes = b"") -> tup
             raise ConnectionError("stream ended during the RPC handshake")
 
 
-Transform = Callable[[bytes], Output]
-
-
-async def _pump(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    transform: Transform | None,
-    count: Callable[[int], None],
-) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transform: Transform) -> None:
     try:
         while True:
             data = await reader.read(READ_BYTES)
             if not data:
                 break
-            pieces: Output = transform(data) if transform else [data]
-            for piece in pieces:
+            for piece in transform(data):
                 writer.write(piece)
-                count(len(piece))
                 if _buffered(writer) > DRAIN_ABOVE_BYTES:
                     await writer.drain()
             await writer.drain()
@@ -340,37 +331,54 @@ async def _both_ways(
 
     Host side: local is llama-server, outbound the HostHalf. Worker side: local is rpc-server, and
     `inbound` (the WorkerHalf) expands what arrives from the host.
+
+    Either end closing ends the connection: llama.cpp RPC never half-closes, and TLS cannot pass
+    a half-close on, so waiting for the other direction would hold the worker's single-client
+    rpc-server forever.
     """
 
-    def to_peer(n: int) -> None:
-        counters.bytes_to_peer += n
+    def to_peer(data: bytes) -> Output:
+        pieces: Output = outbound(data) if outbound else [data]
+        counters.bytes_to_peer += sum(len(piece) for piece in pieces)
+        return pieces
 
-    def from_peer_written(n: int) -> None:
-        pass  # counted as it arrives, before the worker half expands references
+    def from_peer(data: bytes) -> Output:
+        # counted as it arrives, before the worker half expands references
+        counters.bytes_from_peer += len(data)
+        return inbound(data) if inbound else [data]
 
-    async def from_peer() -> None:
-        def counting(data: bytes) -> Output:
-            counters.bytes_from_peer += len(data)
-            return inbound(data) if inbound else [data]
-
-        await _pump(remote[0], local[1], counting, from_peer_written)
-
-    forward = asyncio.ensure_future(_pump(local[0], remote[1], outbound, to_peer))
-    backward = asyncio.ensure_future(from_peer())
+    # TCP and TLS: relay in the transports' callbacks (relay_protocol.py); the QUIC fallback stream
+    # cannot, and keeps a pump task per direction.
+    joined = splice(local, remote, to_peer, from_peer)
     try:
-        # Either end closing ends the connection: llama.cpp RPC never half-closes, and TLS
-        # cannot pass a half-close on, so waiting for the other direction would hold the
-        # worker's single-client rpc-server forever.
+        if joined is not None:
+            _report(await joined.ended)
+        else:
+            await _pump_both_ways(local, remote, to_peer, from_peer)
+    finally:
+        if joined is not None:
+            joined.finish(None)  # when cancelled: relay nothing more once the halves are closed
+        for _, writer in (local, remote):
+            _close(writer)
+
+
+async def _pump_both_ways(
+    local: StreamPair, remote: StreamPair, to_peer: Transform, from_peer: Transform
+) -> None:
+    forward = asyncio.ensure_future(_pump(local[0], remote[1], to_peer))
+    backward = asyncio.ensure_future(_pump(remote[0], local[1], from_peer))
+    try:
         done, _ = await asyncio.wait([forward, backward], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            exc = task.exception()
-            if isinstance(exc, RpcProtocolError):
-                logger.warning("dropped an RPC tunnel connection: %s", exc)
+            _report(task.exception())
     finally:
         for task in (forward, backward):
             task.cancel()
-        for _, writer in (local, remote):
-            _close(writer)
+
+
+def _report(cause: BaseException | None) -> None:
+    if isinstance(cause, RpcProtocolError):
+        logger.warning("dropped an RPC tunnel connection: %s", cause)
 
 
 def _buffered(writer: asyncio.StreamWriter) -> int:
