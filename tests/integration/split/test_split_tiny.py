@@ -48,17 +48,17 @@ def answers(node: RunningNode) -> bool:
         return False
 
 
-def split_mesh(root: Path, model: Path, count: int, fraction: float) -> list[RunningNode]:
+def split_mesh(root: Path, model: Path, count: int, fraction: float, nodes: list[RunningNode]) -> None:
+    """Start `count` nodes into `nodes` (the caller's list, so a failed start still gets them stopped)."""
     disks = copies_of(model, root, [f"n{i}" for i in range(count)])
     first = start(root, "n0", disks["n0"], fraction, [])
-    nodes = [first]
+    nodes.append(first)
     wait_until(lambda: "Ctrl-C" in first.cli_output(), 60, "the first node to start")
     token = first.invite()
     for i in range(1, count):
         nodes.append(start(root, f"n{i}", disks[f"n{i}"], fraction, ["--join", token]))
     for node in nodes:
         wait_until(lambda n=node: answers(n), SPLIT_READY_TIMEOUT_S, f"{node.home.name} to serve the split")
-    return nodes
 
 
 def host_of(nodes: list[RunningNode]) -> RunningNode:
@@ -70,7 +70,7 @@ def host_of(nodes: list[RunningNode]) -> RunningNode:
 def pair(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[list[RunningNode]]:
     nodes: list[RunningNode] = []
     try:
-        nodes = split_mesh(tmp_path_factory.mktemp("pair"), tiny_model, 2, 0.6)
+        split_mesh(tmp_path_factory.mktemp("pair"), tiny_model, 2, 0.6, nodes)
         yield nodes
     finally:
         for node in nodes:
@@ -117,7 +117,7 @@ def test_three_nodes_split_and_match_the_stock_split(
     nodes: list[RunningNode] = []
     try:
         # 0.4 of the model each: two nodes hold 0.8 < 1.1, so all three are needed.
-        nodes = split_mesh(tmp_path_factory.mktemp("trio"), tiny_model, 3, 0.4)
+        split_mesh(tmp_path_factory.mktemp("trio"), tiny_model, 3, 0.4, nodes)
         host = host_of(nodes)
         assert sum("split_worker" in plan_text(n) for n in nodes) == 2
         with stock_split(host, llama_bin_dir, tmp_path) as stock_api:
