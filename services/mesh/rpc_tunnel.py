@@ -41,6 +41,7 @@ StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 class LocalRpcServer:
     port: int
     model_path: str
+    host_node_id: str  # the split host it works for: no other node may reach it
 
 
 @dataclass
@@ -206,8 +207,15 @@ class RpcTunnels:
             return
         model = opened.rpc_open.model
         server = self.local_servers.get(model)
+        error = ""
         if not opened.HasField("rpc_open") or early or server is None:
             error = f"this node runs no rpc-server for {model!r}"
+        elif source != server.host_node_id:
+            error = f"this node's rpc-server for {model!r} works for another split host"
+            logger.warning(
+                "refused an RPC tunnel from a node that is not the split host", extra={"peer": source[:8]}
+            )
+        if error or server is None:
             writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=wire_pb2.RpcOffer(error=error))))
             _close(writer, graceful=True)
             return

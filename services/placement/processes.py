@@ -52,6 +52,7 @@ def desired_processes(
                     kind=runner_pb2.PROCESS_KIND_RPC_SERVER,
                     model=a.model,
                     model_path=a.path,
+                    host_node_id=a.host_node_id,
                 )
             )
     return sorted(specs, key=lambda spec: spec.key)

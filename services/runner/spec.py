@@ -41,6 +41,7 @@ class ProcessSpec:
     context_size: int = 0
     extra_args: tuple[str, ...] = ()
     draft_model_path: str = ""
+    host_node_id: str = ""  # rpc-server: the only split host the mesh lets reach it
 
     @classmethod
     def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
@@ -63,6 +64,7 @@ class ProcessSpec:
             context_size=message.context_size,
             extra_args=tuple(message.extra_args),
             draft_model_path=message.draft_model_path,
+            host_node_id=message.host_node_id,
         )
 
     def to_proto(self) -> runner_pb2.ProcessSpec:
@@ -76,6 +78,7 @@ class ProcessSpec:
             context_size=self.context_size,
             extra_args=self.extra_args,
             draft_model_path=self.draft_model_path,
+            host_node_id=self.host_node_id,
         )
 
 

@@ -88,9 +88,9 @@ async def make_pair(tmp_path: Path, rpc_port: int, model: Path, fast_path_open: 
     if not fast_path_open:
         listener._server.close()  # type: ignore[union-attr]  # offers still name the now-dead port
         await listener._server.wait_closed()  # type: ignore[union-attr]
-    worker_rpc.local_servers[MODEL] = LocalRpcServer(rpc_port, str(model))
     host_rpc = RpcTunnels(None)
     host = endpoint(token, "host", {})
+    worker_rpc.local_servers[MODEL] = LocalRpcServer(rpc_port, str(model), host.node_id)
     listeners = TunnelListeners(lambda peer: host.links.get(peer), host_rpc.carry_from_llama_server)
     link = await host.dial(f"127.0.0.1:{worker_port}")
     return Pair(host, worker, host_rpc, worker_rpc, listeners, link)
@@ -142,6 +142,21 @@ async def test_a_model_the_worker_does_not_run_closes_the_connection(pair: Pair,
     writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
     assert await asyncio.wait_for(reader.read(), 10) == b""  # llama-server sees a dead endpoint, not a hang
     writer.close()
+
+
+async def test_only_the_split_host_the_rpc_server_works_for_gets_through(pair: Pair, tiny_gguf: Path) -> None:
+    """Another admitted member must not reach (or tie up: it serves one client) the worker's rpc-server."""
+    pair.worker_rpc.local_servers[MODEL] = LocalRpcServer(
+        pair.worker_rpc.local_servers[MODEL].port, str(tiny_gguf), "f" * 32
+    )
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    assert not [t for t in pair.worker_rpc.stats() if t.connections]
 
 
 async def test_the_peer_going_away_cuts_its_tunnels(pair: Pair, tiny_gguf: Path) -> None:

@@ -42,6 +42,7 @@ def test_a_split_worker_runs_an_rpc_server_on_its_own_copy() -> None:
     [spec] = desired_processes([assignment("big", Role.SPLIT_WORKER, HOST, SHARES)], 2048)
     assert spec.key == "rpc-server/big" and spec.kind == runner_pb2.PROCESS_KIND_RPC_SERVER
     assert spec.model == "big" and spec.model_path == "/models/big.gguf"
+    assert spec.host_node_id == HOST  # the mesh lets only this node reach it
     assert not spec.rpc_endpoints
 
 

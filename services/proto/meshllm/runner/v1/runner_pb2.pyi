@@ -32,7 +32,7 @@ PROCESS_STATE_STOPPING: ProcessState
 PROCESS_STATE_FAILED: ProcessState
 
 class ProcessSpec(_message.Message):
-    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path")
+    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class ProcessSpec(_message.Message):
     CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_ARGS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     kind: ProcessKind
     model: str
@@ -51,7 +52,8 @@ class ProcessSpec(_message.Message):
     context_size: int
     extra_args: _containers.RepeatedScalarFieldContainer[str]
     draft_model_path: str
-    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ...) -> None: ...
+    host_node_id: str
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ...) -> None: ...
 
 class ProcessStatus(_message.Message):
     __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s")
