@@ -136,6 +136,11 @@ def sighting_from_event(event: nostr_sdk.Event, now: float) -> Sighting:
     )
 
 
+async def _any_connected(client: nostr_sdk.Client) -> bool:
+    relays = await client.relays()
+    return any(relay.status() == nostr_sdk.RelayStatus.CONNECTED for relay in relays.values())
+
+
 async def fetch_sightings(
     relays: tuple[str, ...], now: float, timeout_s: float = FETCH_TIMEOUT_S
 ) -> list[Sighting]:
@@ -144,6 +149,10 @@ async def fetch_sightings(
         return []
     client = await _connected_client(relays)
     try:
+        if not await _any_connected(client):
+            # Said, not swallowed: "no meshes found" must not hide "no relay reachable".
+            logger.warning("no Nostr relay could be reached: %s", ", ".join(relays))
+            return []
         query = nostr_sdk.Filter().kind(nostr_sdk.Kind(LISTING_KIND)).hashtag(LISTING_TOPIC)
         query = query.limit(MAX_EVENTS_FETCHED)
         events = await client.fetch_events(nostr_sdk.ReqTarget.auto([query]), timedelta(seconds=timeout_s))

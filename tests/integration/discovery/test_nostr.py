@@ -230,3 +230,14 @@ def test_bad_discovery_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None
         )
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
+
+
+def test_discover_says_when_no_relay_could_be_reached(tmp_path: Path) -> None:
+    """An unreachable relay (here: a closed local port) is said, not reported as an empty mesh list."""
+    dead = f"ws://127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        [str(MESH_LLM), "discover", "--relay", dead, "--no-lan"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"no Nostr relay could be reached: {dead}" in out.stderr
+    assert "Traceback" not in out.stderr
