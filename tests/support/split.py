@@ -120,3 +120,40 @@ def meshctl(node: RunningNode, command: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+SPLIT_READY_TIMEOUT_S = 90.0
+
+
+def max_vram(model: Path, fraction: float) -> str:
+    """--max-vram holding `fraction` of the model's bytes (a split needs 1.1× over the group)."""
+    return f"{model.stat().st_size * fraction / 1e9:.9f}"
+
+
+def start(root: Path, name: str, model: Path, fraction: float, extra: list[str]) -> RunningNode:
+    args = ["--name", name, "--model", str(model), "--max-vram", max_vram(model, fraction), *extra]
+    return RunningNode(root / name, free_port(), free_port(), args).start()
+
+
+def answers(node: RunningNode, model: str) -> bool:
+    try:
+        return bool(completion(node.api_base, model, max_tokens=4))
+    except (AssertionError, httpx.HTTPError):
+        return False
+
+
+def split_mesh(root: Path, model: Path, count: int, fraction: float, nodes: list[RunningNode]) -> None:
+    """Start `count` nodes into `nodes` (the caller's list, so a failed start still gets them stopped)."""
+    disks = copies_of(model, root, [f"n{i}" for i in range(count)])
+    first = start(root, "n0", disks["n0"], fraction, [])
+    nodes.append(first)
+    wait_until(lambda: "Ctrl-C" in first.cli_output(), 60, "the first node to start")
+    token = first.invite()
+    for i in range(1, count):
+        nodes.append(start(root, f"n{i}", disks[f"n{i}"], fraction, ["--join", token]))
+    for node in nodes:
+        wait_until(
+            lambda n=node: answers(n, model.stem),
+            SPLIT_READY_TIMEOUT_S,
+            f"{node.home.name} to serve the split",
+        )

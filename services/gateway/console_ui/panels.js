@@ -84,6 +84,23 @@ function servedByText(model) {
   return names.length ? `served by ${names.join(", ")}` : "";
 }
 
+const SPLIT_ROLES = ["split_host", "split_worker"];
+
+// "split: alpha (host) 49% + bravo 51%": who holds which part of a model split across nodes.
+function splitText(model) {
+  const parts = (model.placements || []).filter((p) => SPLIT_ROLES.includes(p.role));
+  if (!parts.length) return "";
+  parts.sort((a, b) => SPLIT_ROLES.indexOf(a.role) - SPLIT_ROLES.indexOf(b.role));
+  const names = parts.map((p) => {
+    const node = nodeById(p.node_id);
+    const served = node && (node.served || []).find((m) => m.model === model.model);
+    const share = served && served.layer_share ? ` ${Math.round(served.layer_share * 100)}%` : "";
+    const name = node ? nodeLabel(node) : p.node_id.slice(0, SHORT_ID_CHARS);
+    return `${name}${p.role === "split_host" ? " (host)" : ""}${share}`;
+  });
+  return `split: ${names.join(" + ")}`;
+}
+
 export function renderModels() {
   const models = [...state.models.values()];
   $("models-empty").hidden = models.length > 0 || !state.self;
@@ -95,6 +112,7 @@ export function renderModels() {
     dot.style.background = modelColor(model.model);
     const meta = [
       servedByText(model),
+      splitText(model),
       role ? `here: ${role.role.replace(/_/g, " ")}` : "",
       rate ? `${rate.toFixed(1)} req/min` : "",
     ].filter(Boolean).join(" · ");

@@ -11,54 +11,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.mesh.invite import InviteToken
 from tests.support.link_simulator import LinkConditions, LinkSimulator
 from tests.support.node import RunningNode, free_port, wait_until
-from tests.support.split import completion, copies_of, meshctl, plan_text, stock_split, tunnels
+from tests.support.split import (
+    SPLIT_READY_TIMEOUT_S,
+    answers,
+    completion,
+    copies_of,
+    meshctl,
+    plan_text,
+    split_mesh,
+    start,
+    stock_split,
+    tunnels,
+)
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.integration
 
 MODEL = "tiny-split"
-SPLIT_READY_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama_gguf(tmp_path_factory.mktemp("split-model") / f"{MODEL}.gguf", n_layers=8, seed=7)
-
-
-def max_vram(model: Path, fraction: float) -> str:
-    """--max-vram holding `fraction` of the model's bytes (a split needs 1.1× over the group)."""
-    return f"{model.stat().st_size * fraction / 1e9:.9f}"
-
-
-def start(root: Path, name: str, model: Path, fraction: float, extra: list[str]) -> RunningNode:
-    args = ["--name", name, "--model", str(model), "--max-vram", max_vram(model, fraction), *extra]
-    return RunningNode(root / name, free_port(), free_port(), args).start()
-
-
-def answers(node: RunningNode) -> bool:
-    try:
-        return bool(completion(node.api_base, MODEL, max_tokens=4))
-    except (AssertionError, httpx.HTTPError):
-        return False
-
-
-def split_mesh(root: Path, model: Path, count: int, fraction: float, nodes: list[RunningNode]) -> None:
-    """Start `count` nodes into `nodes` (the caller's list, so a failed start still gets them stopped)."""
-    disks = copies_of(model, root, [f"n{i}" for i in range(count)])
-    first = start(root, "n0", disks["n0"], fraction, [])
-    nodes.append(first)
-    wait_until(lambda: "Ctrl-C" in first.cli_output(), 60, "the first node to start")
-    token = first.invite()
-    for i in range(1, count):
-        nodes.append(start(root, f"n{i}", disks[f"n{i}"], fraction, ["--join", token]))
-    for node in nodes:
-        wait_until(lambda n=node: answers(n), SPLIT_READY_TIMEOUT_S, f"{node.home.name} to serve the split")
 
 
 def host_of(nodes: list[RunningNode]) -> RunningNode:
@@ -155,7 +134,7 @@ def test_a_node_past_the_rtt_cap_is_left_out_of_the_split_but_uses_the_api(
         c = start(root, "c", disks["c"], 0.5, [*c_args, "--advertise", f"127.0.0.1:{to_c.port}"])
         nodes.append(c)
         for node in nodes:
-            wait_until(lambda n=node: answers(n), SPLIT_READY_TIMEOUT_S, f"{node.home.name} to answer")
+            wait_until(lambda n=node: answers(n, MODEL), SPLIT_READY_TIMEOUT_S, f"{node.home.name} to answer")
         host = host_of(nodes)
         assert host is not c
         wait_until(lambda: "above the 80 ms cap" in plan_text(host), 30, "the host to name C's RTT")
