@@ -17,7 +17,7 @@ import pytest
 
 from services.mesh.gguf_index import read_gguf_index
 from tests.support.node import RunningNode, free_port, wait_until
-from tests.support.split import completion, copies_of, host_argv, plan_text, stock_split, tunnels
+from tests.support.split import completion, copies_of, host_argv, plan_text, split_mesh, stock_split, tunnels
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +140,26 @@ def test_killing_the_worker_mid_generation_ends_the_request_and_the_host_replans
     worker.start()
     wait_until(lambda: answers(host), READY_TIMEOUT_S, "the split to serve again")
     assert "split_host" in plan_text(host)
+
+
+def test_three_nodes_split_gemma_like_the_stock_split(
+    tmp_path_factory: pytest.TempPathFactory, gemma_path: Path, llama_bin_dir: Path, tmp_path: Path
+) -> None:
+    """0.4 of the model each: no two nodes hold 1.1×, so the host uses both others as workers."""
+    nodes: list[RunningNode] = []
+    try:
+        split_mesh(tmp_path_factory.mktemp("gemma-trio"), gemma_path, 3, 0.4, nodes)
+        [host] = [n for n in nodes if "split_host" in plan_text(n)]
+        assert sum("split_worker" in plan_text(n) for n in nodes) == 2
+        with stock_split(host, llama_bin_dir, tmp_path) as stock_api:
+            expected = completion(stock_api, MODEL, max_tokens=24)
+        assert len(expected.split()) >= 5
+        for node in nodes:
+            assert completion(node.api_base, MODEL, max_tokens=24) == expected
+        to_workers = [t for t in tunnels(host) if t.host_side]
+        assert len(to_workers) == 2 and all(
+            t.weight_bytes_raw == 0 < t.weight_bytes_by_reference for t in to_workers
+        )
+    finally:
+        for node in nodes:
+            node.stop()
