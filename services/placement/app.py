@@ -121,10 +121,9 @@ class PlacementController:
         local = next((n for n in view.nodes if n.node_id == view.local_node_id), None) if view else None
         if view is None or local is None:
             return
-        nodes = with_local_files(
-            mesh_nodes_from_view(view), local.node_id, configured_files(self._config), self._config.split
-        )
-        assignments = plan_for_node(nodes, local.node_id, self._config.split)
+        # --split arrives in the local record (force_split), like every other input to the plan.
+        nodes = with_local_files(mesh_nodes_from_view(view), local.node_id, configured_files(self._config))
+        assignments = plan_for_node(nodes, local.node_id)
         if self.plan.node_id and not assignment_changed(self._assignments, assignments):
             # Same processes; keep the current assignments (and the host's --rpc order) but show
             # the latest reasons.

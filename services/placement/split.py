@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from services.placement.plan import (
     SOLO_HEADROOM,
@@ -343,9 +343,7 @@ def _in_order(row: Mapping[str, ModelAssignment], wanted: Sequence[str]) -> list
     return first + [row[model] for model in sorted(row) if model not in wanted]
 
 
-def plan_for_node(
-    view_nodes: Sequence[MeshNode], local_id: str, force_split: bool = False
-) -> list[ModelAssignment]:
+def plan_for_node(view_nodes: Sequence[MeshNode], local_id: str) -> list[ModelAssignment]:
     """This node's role per model: the models it wants, then those it is a split worker for."""
     local = next((node for node in view_nodes if node.node_id == local_id), None)
     if local is None or local.is_client:
@@ -354,6 +352,4 @@ def plan_for_node(
         leaving = ("this node is leaving the mesh",)
         files = {model: local.models_on_disk.get(model, NO_FILE) for model in local.models_wanted}
         return [ModelAssignment(m, f.path, f.bytes, Role.STANDBY, leaving) for m, f in files.items()]
-    if force_split:
-        view_nodes = [replace(n, force_split=True) if n.node_id == local_id else n for n in view_nodes]
     return plan_mesh(view_nodes)[local_id]

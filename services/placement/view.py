@@ -57,22 +57,17 @@ def mesh_nodes_from_view(view: gossip_pb2.MeshView) -> list[MeshNode]:
     return [nodes[node_id] for node_id in sorted(nodes)]
 
 
-def with_local_files(
-    nodes: list[MeshNode], local_id: str, files: Mapping[str, DiskFile], force_split: bool = False
-) -> list[MeshNode]:
-    """Fill in what the local record does not say yet: files still being hashed, and --split.
+def with_local_files(nodes: list[MeshNode], local_id: str, files: Mapping[str, DiskFile]) -> list[MeshNode]:
+    """Fill in the files the local record does not list yet: those still being hashed.
 
     Gossip publishes models_on_disk only once every file is hashed (minutes for a big file the
     first time); a model that fits here can start solo before that, so the caller passes the
-    configured files (sha256 UNHASHED where unknown). Files the record already lists win.
-    Peers do not see these files, so until the hashes are published this node's free memory can
-    differ between its view and theirs; publishing unhashed entries in gossip first would close
-    that gap, and --split needs a gossip field for the same reason.
+    configured files (sha256 UNHASHED where unknown). Files the record already lists win. An
+    unhashed file never joins a split, so peers planning without it reach the same splits.
     """
     result = []
     for node in nodes:
         if node.node_id == local_id:
-            merged = {**files, **node.models_on_disk}
-            node = replace(node, models_on_disk=merged, force_split=node.force_split or force_split)
+            node = replace(node, models_on_disk={**files, **node.models_on_disk})
         result.append(node)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -199,14 +200,14 @@ def test_forced_split_splits_a_model_that_would_fit() -> None:
     host = mesh_node("h", 64 * GB, wants=(BIG,), files=disk(BIG, 10 * GB), rtt={"w1": 1.0, "w2": 2.0})
     workers = [mesh_node(w, 8 * GB, files=disk(BIG, 10 * GB)) for w in ("w1", "w2")]
     assert only(plan_for_node([host, *workers], "h")).role is Role.SOLO
-    forced = only(plan_for_node([host, *workers], "h", force_split=True))
+    forced = only(plan_for_node([replace(host, force_split=True), *workers], "h"))
     assert forced.role is Role.SPLIT_HOST
     assert [s.node_id for s in forced.shares] == ["h", "w1"]  # one worker is enough to be a split
 
 
 def test_forced_split_alone_waits_for_peers() -> None:
-    lonely = mesh_node("h", 64 * GB, wants=(BIG,), files=disk(BIG, 10 * GB))
-    assignment = only(plan_for_node([lonely], "h", force_split=True))
+    lonely = mesh_node("h", 64 * GB, wants=(BIG,), files=disk(BIG, 10 * GB), force_split=True)
+    assignment = only(plan_for_node([lonely], "h"))
     assert assignment.role is Role.WAITING and assignment.reasons[0] == FORCED_SPLIT_WAITING
 
 

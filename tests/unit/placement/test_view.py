@@ -53,8 +53,12 @@ def test_local_files_fill_the_gap_until_gossip_has_hashed_them() -> None:
     nodes = with_local_files(mesh_nodes_from_view(view), "me", configured)
     assert [a.role for a in plan_for_node(nodes, "me")] == [Role.SOLO, Role.SOLO]
     assert nodes[1].models_on_disk == {}
-    forced = with_local_files(nodes, "me", {}, force_split=True)
-    assert forced[0].force_split and not forced[1].force_split
+
+
+def test_split_comes_from_the_gossip_record() -> None:
+    view = gossip_pb2.MeshView(nodes=[record("me", force_split=True), record("peer")])
+    me, peer = mesh_nodes_from_view(view)
+    assert me.force_split and not peer.force_split
 
 
 def test_files_gossip_already_lists_win_over_configured_ones() -> None:
