@@ -136,15 +136,18 @@ def serve_links(target_a: int, target_b: int) -> None:
         link.close()
 
 
-class Links:
-    def __init__(self, target_a: int, target_b: int, logs: Path) -> None:
-        command = [sys.executable, __file__, "--serve-links", str(target_a), str(target_b)]
+class LinkProcess:
+    """A bench's link simulators in a child process (`script --serve-links ARGS`), driven by one-line
+    commands on its stdin, each answered by one JSON line; the first line it prints is its ports.
+    A process of its own, so the simulators' CPU is measured apart from the bench's."""
+
+    def __init__(self, script: str, args: list[str], logs: Path) -> None:
+        command = [sys.executable, script, "--serve-links", *args]
         with (logs / "links.log").open("wb") as err:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
             )
-        ports = self._ask(None)
-        self.port_a, self.port_b = int(ports["a"]), int(ports["b"])
+        self.ports = self._ask(None)
         self.pid = self._process.pid
 
     def _ask(self, command: str | None) -> dict[str, Any]:
@@ -171,6 +174,12 @@ class Links:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+class Links(LinkProcess):
+    def __init__(self, target_a: int, target_b: int, logs: Path) -> None:
+        super().__init__(__file__, [str(target_a), str(target_b)], logs)
+        self.port_a, self.port_b = int(self.ports["a"]), int(self.ports["b"])
 
 
 # ---- the two nodes

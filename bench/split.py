@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
-from remote_routing import CpuMeter
+from remote_routing import CpuMeter, LinkProcess
 
 from services.mesh.invite import InviteToken
 from services.mesh.rpc_messages import GetTensor, HelloResponse, RpcTensor, SetTensorHeader
@@ -214,45 +214,13 @@ def serve_links(port_a: int, port_b: int, stock_rpc_port: int, plain_rpc_port: i
         link.close()
 
 
-class Links:
+class Links(LinkProcess):
     def __init__(
         self, node_ports: tuple[int, int], rpc_ports: tuple[int, int], model: Path, logs: Path
     ) -> None:
-        ports = [str(port) for port in (*node_ports, *rpc_ports)]
-        command = [sys.executable, __file__, "--serve-links", *ports, str(model)]
-        with (logs / "links.log").open("wb") as err:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
-            )
-        ports = self._ask(None)
-        self.stock_relay_port = int(ports["stock_relay_port"])
-        self.plain_relay_port = int(ports["plain_relay_port"])
-        self.pid = self._process.pid
-
-    def _ask(self, command: str | None) -> dict[str, Any]:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        if command is not None:
-            self._process.stdin.write(command + "\n")
-            self._process.stdin.flush()
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("link simulator process died")
-        return dict(json.loads(line))
-
-    def set_delay(self, one_way_ms: float) -> None:
-        self._ask(f"delay {one_way_ms:g}")
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        return self._ask("stats")
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            self._process.wait(5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        super().__init__(__file__, [*(str(port) for port in (*node_ports, *rpc_ports)), str(model)], logs)
+        self.stock_relay_port = int(self.ports["stock_relay_port"])
+        self.plain_relay_port = int(self.ports["plain_relay_port"])
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
