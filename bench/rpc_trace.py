@@ -37,8 +37,8 @@ import tempfile
 import time
 from asyncio import StreamReader, StreamWriter
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,7 @@ from services.mesh.rpc_protocol import (  # noqa: E402
     RpcResponseParser,
     expects_response,
 )
+from tests.support.processes import process  # noqa: E402
 
 PROMPT = "The lighthouse keeper climbed the stairs as the storm rolled in from the sea, and"
 DEFAULT_MODELS = "tiny,gemma3-270m"
@@ -340,22 +341,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@asynccontextmanager
-async def process(command: list[str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("wb") as out:
-        child = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield child
-    finally:
-        if child.returncode is None:
-            child.terminate()
-            try:
-                await asyncio.wait_for(child.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
 
 
 async def wait_listening(port: int, child: asyncio.subprocess.Process) -> None:

@@ -31,6 +31,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def accepts(port: int) -> bool:
+    """Something listens on 127.0.0.1:port."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
     """Poll `predicate` until it returns something truthy; fail the test with `what` otherwise."""
     deadline = time.monotonic() + timeout_s

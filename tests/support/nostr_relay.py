@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import nostr_sdk
 
-from tests.support.node import REPO_ROOT, RunningNode, free_port, wait_until
+from tests.support.node import REPO_ROOT, RunningNode, accepts, free_port, wait_until
 
 
 async def serve(port: int) -> None:
@@ -61,7 +61,6 @@ def stop_all(nodes: list[RunningNode]) -> None:
 
 
 def start_relay() -> RunningRelay:
-    import socket
 
     port = free_port()
     process = subprocess.Popen(
@@ -70,8 +69,7 @@ def start_relay() -> RunningRelay:
 
     def listening() -> bool:
         assert process.poll() is None, "relay process exited"
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
+        return accepts(port)
 
     wait_until(listening, 15, "the local Nostr relay")
     time.sleep(0.05)

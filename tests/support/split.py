@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import httpx
 
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.runner.commands import default_threads
-from tests.support.node import RunningNode, free_port, wait_until
+from tests.support.node import RunningNode, accepts, free_port, wait_until
 
 STOCK_START_TIMEOUT_S = 120.0
 PROMPT = "The lighthouse keeper climbed the stairs as the storm rolled in, and"
@@ -71,7 +70,7 @@ def stock_split(host: RunningNode, bin_dir: Path, log_dir: Path) -> Iterator[str
                 processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
             ports.append(port)
         for port in ports:
-            wait_until(lambda p=port: _accepts(p), 30, f"stock rpc-server on {port}")
+            wait_until(lambda p=port: accepts(p), 30, f"stock rpc-server on {port}")
         api_port = free_port()
         argv[argv.index("--rpc") + 1] = ",".join(f"127.0.0.1:{port}" for port in ports)
         argv[argv.index("--port") + 1] = str(api_port)
@@ -84,11 +83,6 @@ def stock_split(host: RunningNode, bin_dir: Path, log_dir: Path) -> Iterator[str
         for process in reversed(processes):
             process.kill()
             process.wait(10)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _healthy(base: str) -> bool:

@@ -28,7 +28,7 @@ from services.mesh.rpc_protocol import RESPONSE_PREFIX, RPC_CONN_CAPS_BYTES, Rpc
 from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
 from services.mesh.tunnels import TunnelListeners
 from services.proto.meshllm.mesh.v1 import wire_pb2
-from tests.support.node import free_port, wait_until
+from tests.support.node import accepts, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,7 @@ def rpc_server(llama_bin_dir: Path, tmp_path: Path) -> int:
     command = [str(llama_bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port), "-t", "1"]
     with (tmp_path / "rpc-server.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    import socket
-
-    def accepts() -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_until(accepts, 30, "rpc-server to listen")
+    wait_until(lambda: accepts(port), 30, "rpc-server to listen")
     yield port
     process.kill()
     process.wait(10)

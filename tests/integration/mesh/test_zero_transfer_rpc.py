@@ -13,9 +13,8 @@ import contextlib
 import mmap
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 from services.mesh.gguf_index import GgufIndex
 from services.mesh.rpc_zero_transfer import HostHalf, WorkerHalf, open_gguf_image
 from tests.support.node import free_port
+from tests.support.processes import process
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,6 @@ PROMPT = "The lighthouse keeper climbed the stairs as the storm rolled in from t
 PREDICT_TOKENS = 16
 START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
 RELAY_READ_BYTES = 1024**2
 LOG_TAIL_BYTES = 3000
@@ -97,22 +96,6 @@ class Relay:
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-
-
-@contextlib.asynccontextmanager
-async def process(command: list[str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("wb") as out:
-        child = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield child
-    finally:
-        if child.returncode is None:
-            child.terminate()
-            try:
-                await asyncio.wait_for(child.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
 
 
 def log_tail(log: Path) -> str:
