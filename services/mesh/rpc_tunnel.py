@@ -206,16 +206,14 @@ class RpcTunnels:
             _close(writer)
             return
         model = opened.rpc_open.model
-        server = self.local_servers.get(model)
-        error = ""
-        if not opened.HasField("rpc_open") or early or server is None:
+        server = self.local_servers.get(model) if opened.HasField("rpc_open") and not early else None
+        if server is None or source != server.host_node_id:
             error = f"this node runs no rpc-server for {model!r}"
-        elif source != server.host_node_id:
-            error = f"this node's rpc-server for {model!r} works for another split host"
-            logger.warning(
-                "refused an RPC tunnel from a node that is not the split host", extra={"peer": source[:8]}
-            )
-        if error or server is None:
+            if server is not None:
+                error = f"this node's rpc-server for {model!r} works for another split host"
+                logger.warning(
+                    "refused an RPC tunnel from a node that is not the split host", extra={"peer": source[:8]}
+                )
             writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=wire_pb2.RpcOffer(error=error))))
             _close(writer, graceful=True)
             return
