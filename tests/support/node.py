@@ -25,10 +25,19 @@ NODE_START_TIMEOUT_S = 120.0
 POLL_S = 0.1
 
 
+# The kernel may hand the same ephemeral port to two probes in a row (the first one is closed by
+# then): a node given it as both --port and --console refuses to start. Never hand one out twice.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def accepts(port: int) -> bool:
@@ -37,8 +46,13 @@ def accepts(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it returns something truthy; fail the test with `what` otherwise."""
+class NodeExited(AssertionError):
+    """The node's CLI process ended while a test waited for it: no point waiting any longer."""
+
+
+def wait_until(predicate, timeout_s: float, what: str, fatal: tuple[type[Exception], ...] = ()):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail the test with `what` otherwise.
+    Exceptions of the `fatal` types end the wait at once; others mean "not yet"."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -46,6 +60,8 @@ def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyp
             result = predicate()
             if result:
                 return result
+        except fatal:
+            raise
         except Exception as exc:  # the thing we wait for may not exist yet
             last_error = exc
         time.sleep(POLL_S)
@@ -93,12 +109,13 @@ class RunningNode:
 
     def wait_ready(self, models: list[str], timeout_s: float = NODE_START_TIMEOUT_S) -> None:
         def ready() -> bool:
-            assert self.process is not None and self.process.poll() is None, self.cli_output()
+            if self.process is None or self.process.poll() is not None:
+                raise NodeExited(f"node {self.home.name} exited: {self.cli_output()}")
             status = self.status()
             states = {m.model: m.state for m in status.models}
             return all(states.get(m) == "ready" for m in models) and "Ctrl-C" in self.cli_output()
 
-        wait_until(ready, timeout_s, f"node {self.home.name} to serve {models}")
+        wait_until(ready, timeout_s, f"node {self.home.name} to serve {models}", fatal=(NodeExited,))
 
     def status(self) -> gateway_pb2.NodeStatus:
         with grpc.insecure_channel(self.node_home.grpc_target("gateway")) as channel:
