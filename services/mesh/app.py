@@ -83,7 +83,10 @@ class MeshNode:
         self.endpoint.credentials.addresses = advertised_addresses(self.config, host, port)
         (self.config.node_home.run / "mesh-port").write_text(str(port))
         if self.rpc.fast_path is not None:
-            await self.rpc.fast_path.start(host, port)
+            # Same number as the QUIC port only when the user pinned it (one number to forward on
+            # a router); otherwise any free TCP port, so the fast path never takes a TCP port that
+            # happens to share the ephemeral QUIC port's number (another service's, say).
+            await self.rpc.fast_path.start(host, port if self.config.bind_port else 0)
         logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
 
     def _previous_port(self) -> int:

@@ -93,7 +93,7 @@ class FastPathListener:
         self.port = 0
 
     async def start(self, host: str, preferred_port: int) -> int:
-        """Listen on the QUIC endpoint's port number if it is free (one number to forward), else any."""
+        """Listen on `preferred_port` if free (the pinned QUIC port: one number to forward), else any."""
         for port in dict.fromkeys((preferred_port, 0)):
             try:
                 self._server = await asyncio.start_server(self._accept, host, port, ssl=self._context)
