@@ -152,9 +152,22 @@ def cmake_flags(backend: str) -> list[str]:
         flags.append("-DGGML_METAL=ON")
     elif backend == "vulkan":
         flags.append("-DGGML_VULKAN=ON")
+    if backend == "cpu" and _cpu_has_amx():
+        # -march=native turns on AMX where the CPU lists it, and ggml's AMX kernels then die with
+        # SIGILL (tilezero) in VMs that list AMX without enabling its tile state (seen on a
+        # Sapphire Rapids firecracker VM, kernel 6.18). AVX-512 stays: it runs everywhere it is listed.
+        no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        flags += [f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
     if shutil.which("ninja"):
         flags += ["-G", "Ninja"]
     return flags
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def run_build(source: Path, build: Path, backend: str, jobs: int) -> None:
