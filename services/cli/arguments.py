@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from typing import NoReturn
 
@@ -45,6 +46,14 @@ def host_port(text: str) -> str:
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return text
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address of this machine (no name: binding needs an address)."""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from exc
 
 
 def positive_count(text: str) -> int:

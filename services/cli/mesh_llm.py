@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import sys
 import time
@@ -15,6 +16,7 @@ from services.cli.arguments import (
     OneLineArgumentParser,
     fail,
     host_port,
+    ip_address,
     port_number,
     positive_count,
     positive_gb,
@@ -28,7 +30,8 @@ from services.cli.discover import (
     scope_from_args,
 )
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
-from services.cli.node_status import NodeNotRunning, node_invite, node_peers, node_status
+from services.cli.node_status import NodeNotRunning, node_identity, node_invite, node_peers, node_status
+from services.mesh.addresses import is_loopback_host, only_loopback
 from services.mesh.invite import InvalidToken, InviteToken
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
 from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
@@ -89,7 +92,18 @@ def build_parser() -> OneLineArgumentParser:
         "--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)"
     )
     parser.add_argument("--bind-port", type=port_number, default=0, help="pin the mesh's UDP port (for NAT)")
-    parser.add_argument("--listen-all", action="store_true", help="bind 0.0.0.0 instead of 127.0.0.1")
+    parser.add_argument(
+        "--bind-ip",
+        type=ip_address,
+        default=None,
+        metavar="ADDR",
+        help="pin the mesh to one local address (default: every interface; admission guards it)",
+    )
+    parser.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="serve the API and console on every interface (default: 127.0.0.1 only)",
+    )
     parser.add_argument(
         "--advertise",
         action="append",
@@ -171,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         fail(PROG, "--client serves no models; drop --model or --client")
     if args.port == args.console:
         fail(PROG, f"--port and --console are both {args.port}")
+    check_bind_ip(args.bind_ip or "", args.bind_port)
     host = "0.0.0.0" if args.listen_all else "127.0.0.1"
     for flag, port in (("--port", args.port), ("--console", args.console)):
         if not _port_free(host, port):
@@ -192,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         models=tuple(models),
         split=args.split,
         bind_port=args.bind_port,
+        bind_ip=args.bind_ip or "",
         join_tokens=tuple(args.join),
         region=args.region,
         publish=publish,
@@ -247,10 +263,29 @@ def describe_listing(config: NodeConfig) -> str:
         return ""
     name = f'"{config.mesh_name}" ' if config.mesh_name else ""
     limit = f", delisted at {config.max_clients} clients" if config.max_clients else ""
-    # The mesh binds 127.0.0.1 unless asked: a listing is only useful to others if they can dial it.
-    reachable = config.listen_all or config.advertise or config.join_tokens
-    local = "" if reachable else " (reachable from this machine only: add --listen-all)"
+    # A listing is only useful to others if they can dial the mesh: not when it is pinned to loopback.
+    pinned_to_loopback = bool(config.bind_ip) and is_loopback_host(config.bind_ip) and not config.advertise
+    local = " (reachable from this machine only: drop --bind-ip)" if pinned_to_loopback else ""
     return f"{name}on {' and '.join(places)}{limit}{local}"
+
+
+def current_addresses(config: NodeConfig) -> tuple[str, ...]:
+    return tuple(node_identity(config.node_home).addresses)
+
+
+def check_bind_ip(bind_ip: str, bind_port: int) -> None:
+    """The mesh service would fail to start on an address this machine lacks: say so here, once."""
+    if not bind_ip and not bind_port:
+        return
+    family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((bind_ip or "0.0.0.0", bind_port))
+        except OSError as exc:
+            what = f"--bind-ip {bind_ip}" if bind_ip else f"--bind-port {bind_port}"
+            if exc.errno == errno.EADDRINUSE:
+                fail(PROG, f"{what}: UDP port {bind_port} is already in use (another mesh-llm?)")
+            fail(PROG, f"{what}: cannot bind ({exc.strerror}); is it an address of this machine?")
 
 
 def print_ready_screen(config: NodeConfig, console: Console) -> None:
@@ -263,6 +298,14 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
         console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
     # Never wrapped: the token must survive copy-paste from any terminal width.
     console.print(f"  Invite   {invite.token}", soft_wrap=True)
+    own = [a for a in InviteToken.decode(invite.token).addresses if a in current_addresses(config)]
+    console.print(f"  Mesh     {', '.join(own) or '(no address)'}", soft_wrap=True, highlight=False)
+    if only_loopback(own):
+        console.print(
+            "  [yellow]warning[/]  the invite carries only loopback addresses: other machines cannot join "
+            "(no network interface up, or --bind-ip pins the mesh to loopback)",
+            soft_wrap=True,
+        )
     peers = _peers_after_join(config)
     listed = ", ".join(f"{p.node_id[:8]} ({p.name})" for p in peers[:6])
     console.print(f"  Peers    {len(peers)} connected{': ' + listed if listed else ''}")

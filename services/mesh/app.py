@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from services.mesh.addresses import advertised_addresses, bind_host
+from services.mesh.addresses import bind_host, interface_hosts, is_loopback_host, own_addresses
 from services.mesh.admission import AdmissionRefused
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
@@ -24,16 +25,22 @@ from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
 from services.mesh.membership import MeshMembership, load_or_create_membership
+from services.mesh.redial import RedialAttempt, RedialSchedule
 from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
 from services.mesh.tunnels import TunnelListeners, splice_to_local_port
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
+from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc, wire_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
 logger = logging.getLogger("mesh")
 
 RECONNECT_INTERVAL_S = 2.0
+REDIAL_TICK_S = 0.25
+MAX_INVITE_ADDRESSES = 8  # InviteToken.MAX_ADDRESSES
+# Interfaces come and go (Wi-Fi, VPN, DHCP): re-read them this often for the addresses we advertise.
+INTERFACE_REFRESH_S = 30.0
 PEER_WATCH_REFRESH_S = 2.0
 GOSSIP_INBOX_MAX = 1024
 KNOWN_PEERS_FILE = "peers.json"
@@ -70,7 +77,13 @@ class MeshNode:
             },
             self._on_frame,
             self._peers_changed,
+            self._on_observed,
         )
+        self.endpoint.on_learned = self._on_learned
+        self.redial = RedialSchedule(identity.node_id, random.Random())
+        self._observed_hosts: list[str] = []
+        self._interface_hosts: list[str] = []
+        self._port = 0
         self.tunnels = TunnelListeners(
             lambda peer: self.endpoint.links.get(peer), self.rpc.carry_from_llama_server
         )
@@ -78,9 +91,11 @@ class MeshNode:
         self._notifications: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        host = bind_host(self.config, self.bootstrap)
+        host = bind_host(self.config.bind_ip)
         port = await self.endpoint.listen(host, self.config.bind_port or self._previous_port())
-        self.endpoint.credentials.addresses = advertised_addresses(self.config, host, port)
+        self._port = port
+        self._interface_hosts = interface_hosts()
+        self._refresh_addresses()
         (self.config.node_home.run / "mesh-port").write_text(str(port))
         if self.rpc.fast_path is not None:
             # Same number as the QUIC port only when the user pinned it (one number to forward on
@@ -88,6 +103,67 @@ class MeshNode:
             # happens to share the ephemeral QUIC port's number (another service's, say).
             await self.rpc.fast_path.start(host, port if self.config.bind_port else 0)
         logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
+
+    def _refresh_addresses(self) -> None:
+        addresses = own_addresses(
+            bind_host(self.config.bind_ip),
+            self._port,
+            self.config.advertise,
+            self._observed_hosts,
+            self._interface_hosts,
+        )
+        if addresses != self.endpoint.credentials.addresses:
+            self.endpoint.credentials.addresses = addresses
+            logger.info("advertising", extra={"addresses": ",".join(addresses)})
+
+    def _on_observed(self, host: str) -> None:
+        """A peer saw our packets come from `host`: behind a NAT, our public side (STUN-like)."""
+        if is_loopback_host(host) or host in self._observed_hosts or host in self._interface_hosts:
+            return
+        self._observed_hosts = [host, *self._observed_hosts][:2]
+        self._refresh_addresses()
+
+    async def follow_interfaces(self) -> None:
+        while True:
+            await asyncio.sleep(INTERFACE_REFRESH_S)
+            hosts = await asyncio.to_thread(interface_hosts)
+            if hosts != self._interface_hosts:
+                self._interface_hosts = hosts
+                self._refresh_addresses()
+
+    def _on_learned(self, node_id: str, addresses: list[str]) -> None:
+        self.redial.learn(node_id, addresses)
+
+    async def on_view(self, view: gossip_pb2.MeshView) -> None:
+        """Who is alive in the mesh as gossip tells it: the peers worth redialing when unlinked."""
+        self.redial.set_view({r.node_id: list(r.addresses) for r in view.nodes if not r.leaving})
+
+    async def keep_redialing(self) -> None:
+        """Lost links come back: redial peers that may be alive, directly and through relays."""
+        while True:
+            now = time.monotonic()
+            for attempt in self.redial.due(now):
+                task = asyncio.ensure_future(self._redial(attempt))
+                self._notifications.add(task)
+                task.add_done_callback(self._notifications.discard)
+            await asyncio.sleep(REDIAL_TICK_S)
+
+    async def _redial(self, attempt: RedialAttempt) -> None:
+        linked = False
+        try:
+            relays = [] if attempt.direct_only else self.endpoint.direct_links()
+            linked = await self.endpoint.connect_peer(
+                attempt.node_id, attempt.addresses, relays, direct_only=attempt.direct_only
+            )
+        finally:
+            self.redial.set_links(self._link_paths(), time.monotonic())
+            self.redial.finished(attempt.node_id, linked, time.monotonic())
+
+    def _link_paths(self) -> dict[str, bool]:
+        paths = {node_id: link.is_relayed for node_id, link in self.endpoint.links.items()}
+        for node_id, link in self.endpoint.recovering.items():
+            paths.setdefault(node_id, link.is_relayed)
+        return paths
 
     def _previous_port(self) -> int:
         """Come back on the same UDP port after a restart, so peers that remember us can redial."""
@@ -125,6 +201,9 @@ class MeshNode:
         return []
 
     def _peers_changed(self) -> None:
+        for link in self.endpoint.links.values():
+            self.redial.learn(link.node_id, link.peer.addresses)
+        self.redial.set_links(self._link_paths(), time.monotonic())
         current = set(self.endpoint.links)
         for gone in self._known_links - current:
             self.tunnels.peer_gone(gone)
@@ -197,19 +276,24 @@ class MeshNode:
         peers = [
             a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses[:1]
         ]
-        token = self.membership.invite((*self.addresses, *peers)[:4])
+        # Ours first (up to 5), then peers': the token still works if we go away.
+        addresses = tuple(dict.fromkeys((*self.addresses[:5], *peers)))
+        token = self.membership.invite(addresses[:MAX_INVITE_ADDRESSES])
         return mesh_pb2.Invite(
             mesh_id=token.mesh_id_hex, token=token.encode(), mesh_name=self.membership.name
         )
 
     def peer_list(self) -> mesh_pb2.ListPeersResponse:
         peers = []
-        for link in sorted(self.endpoint.links.values(), key=lambda other: other.node_id):
+        # A peer whose link was just lost and is being rerouted through a relay is still a peer.
+        links = {**self.endpoint.recovering, **self.endpoint.links}
+        for link in sorted(links.values(), key=lambda other: other.node_id):
+            dialed = link.dialed_by == self.identity.node_id and link.address
             peers.append(
                 mesh_pb2.Peer(
                     node_id=link.node_id,
                     name=link.peer.name,
-                    address=(link.peer.addresses or (link.address,))[0],
+                    address=link.address if dialed else (link.peer.addresses or (link.address,))[0],
                     rtt_ms=round(link.rtt_ms + (link.via.rtt_ms if link.via else 0.0), 3),
                     path=mesh_pb2.PEER_PATH_RELAYED if link.is_relayed else mesh_pb2.PEER_PATH_DIRECT,
                     relay_node_id=link.via.node_id if link.via else "",
@@ -319,7 +403,14 @@ async def run_mesh(config: NodeConfig) -> None:
         home, "mesh", lambda s: mesh_pb2_grpc.add_MeshServicer_to_server(MeshServicer(node), s)
     )
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
-    tasks = [node.keep_connected()]
+    gossip_channel = open_channel(home, "gossip")
+    gossip = gossip_pb2_grpc.GossipStub(gossip_channel)
+    tasks = [
+        node.keep_connected(),
+        node.keep_redialing(),
+        node.follow_interfaces(),
+        follow_stream("gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.on_view, logger),
+    ]
     runner_channel = None
     if not config.client:
         runner_channel = open_channel(home, "runner")
@@ -336,5 +427,6 @@ async def run_mesh(config: NodeConfig) -> None:
         if node.rpc.fast_path is not None:
             node.rpc.fast_path.close()
         await node.endpoint.close()
+        await gossip_channel.close()
         if runner_channel is not None:
             await runner_channel.close()

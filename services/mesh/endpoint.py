@@ -1,57 +1,67 @@
-"""The node's QUIC endpoint: listen, dial, admit, keep one link per peer, dispatch and relay streams."""
+"""The node's QUIC endpoint: listen, dial, admit, keep one link per peer, and replace lost links.
+
+Streams peers open to us are served by IncomingStreams (services/mesh/incoming.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.server import QuicServer
 
+from services.mesh.addresses import split_address
 from services.mesh.admission import AdmissionRefused
-from services.mesh.frames import FrameError, StreamOpenReader, stream_open_frame
-from services.mesh.handshake import ControlReader, Credentials, admit_as_dialer, admit_as_listener
+from services.mesh.dial_race import first_success
+from services.mesh.frames import stream_open_frame
+from services.mesh.handshake import ControlReader, Credentials, admit_as_dialer
+from services.mesh.incoming import IncomingStreams, StreamHandler
 from services.mesh.link import LinkEvents, PeerLink
 from services.mesh.quic import MeshQuicProtocol, peer_certificate_key, quic_configuration
-from services.mesh.splice import splice
 from services.proto.meshllm.mesh.v1 import wire_pb2
 
 logger = logging.getLogger("mesh.endpoint")
 
 DIAL_TIMEOUT_S = 2.0
-STREAM_OPEN_TIMEOUT_S = 5.0
-STREAM_OPEN_READ_BYTES = 64 * 1024
-
-# (source node id, bytes already read after StreamOpen, reader, writer)
-StreamHandler = Callable[[str, bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+# A lost direct link is first replaced through a relay (a peer that still hears the lost one) before
+# the peer is reported gone; a dead peer's relays refuse at once, so this bounds only slow relays.
+RECOVERY_TIMEOUT_S = 1.5
+# How long the higher-id end of a lost link waits for the lower-id end's relayed link before it
+# dials one itself (the other end may not have noticed the loss, or may have no relay).
+RECOVERY_HEAD_START_S = 1.0
 
 
-class MeshEndpoint:
+class MeshEndpoint(IncomingStreams):
     def __init__(
         self,
         credentials: Credentials,
         stream_handlers: dict[int, StreamHandler],
         on_frame: Callable[[PeerLink, wire_pb2.WireFrame], Awaitable[None]],
         on_peers_changed: Callable[[], None],
+        on_observed: Callable[[str], None] = lambda host: None,
     ) -> None:
         self.credentials = credentials
         self.links: dict[str, PeerLink] = {}
+        # Peers whose link was just lost and is being replaced through a relay: still listed as
+        # peers (for at most RECOVERY_TIMEOUT_S) so a lost path is not mistaken for a lost node.
+        self.recovering: dict[str, PeerLink] = {}
+        self._link_added: dict[str, asyncio.Event] = {}
+        self.closing = False
         self.refused_count = 0
         self.dropped_streams = 0
         self._stream_handlers = stream_handlers
         self._on_frame = on_frame
         self._on_peers_changed = on_peers_changed
+        self._on_observed = on_observed
         self._link_of: dict[MeshQuicProtocol, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialing: set[str] = set()
         self._server: QuicServer | None = None
+        # Told of every peer (id, addresses) we hear of, so the redial schedule knows where to look.
+        self.on_learned: Callable[[str, list[str]], None] | None = None
 
     @property
     def node_id(self) -> str:
@@ -75,6 +85,7 @@ class MeshEndpoint:
         return int(self._server._transport.get_extra_info("sockname")[1])  # type: ignore[union-attr]
 
     async def close(self) -> None:
+        self.closing = True
         for link in list(self.links.values()):
             link.goodbye("shutting down")
         await asyncio.sleep(0.05)  # let the goodbyes leave before the connections close
@@ -95,8 +106,23 @@ class MeshEndpoint:
             # Addresses come from peers (Admitted, announces): untrusted input.
             raise ConnectionError(f"unusable address {address!r}") from exc
         ready: asyncio.Future[PeerLink] = asyncio.get_running_loop().create_future()
-        self._spawn(self._hold_connection(host, port, address, ready))
-        return await ready
+        holder = asyncio.ensure_future(self._hold_connection(host, port, address, ready))
+        self._tasks.add(holder)
+        holder.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(ready)
+        except asyncio.CancelledError:
+            if not ready.done():  # a losing attempt of a dial race: stop connecting
+                holder.cancel()
+            raise
+
+    async def dial_any(self, addresses: Sequence[str]) -> PeerLink:
+        """The first of `addresses` to admit us (tried staggered, in order); raises ConnectionError."""
+        candidates = [a for a in dict.fromkeys(addresses) if a not in self.credentials.addresses]
+        return await first_success(
+            [lambda address=address: self.dial(address) for address in candidates],  # type: ignore[misc]
+            expected=(ConnectionError, AdmissionRefused, OSError, TimeoutError),
+        )
 
     async def _hold_connection(
         self, host: str, port: int, address: str, ready: asyncio.Future[PeerLink]
@@ -130,6 +156,9 @@ class MeshEndpoint:
             )
             self._add_link(link, protocol)  # type: ignore[arg-type]  # built by _protocol_factory
             ready.set_result(link)
+            if admitted.observed_address:
+                with contextlib.suppress(ValueError):
+                    self._on_observed(split_address(admitted.observed_address)[0])
             self._learn_peers(admitted.peers, via=link)
             await link.closed.wait()
         except Exception as exc:
@@ -148,43 +177,64 @@ class MeshEndpoint:
             stream_open_frame(wire_pb2.STREAM_KIND_RELAY, self.node_id, peer_id, wire_pb2.STREAM_KIND_CONTROL)
         )
         control = ControlReader(reader)
-        peer, _ = await admit_as_dialer(self.credentials, control, writer, None)
+        try:
+            peer, _ = await admit_as_dialer(self.credentials, control, writer, None)
+        except BaseException:  # refused, or a losing attempt of a relay race: free the relay's stream
+            writer.close()
+            raise
         link = PeerLink(peer, self.node_id, control, writer, None, via=via, dialed_by=self.node_id)
         self._add_link(link, None)
         return link
 
-    async def connect_peer(self, node_id: str, addresses: list[str], via: PeerLink | None) -> None:
-        """Direct if any address answers, else through `via` (a peer that reaches it)."""
-        if node_id == self.node_id or node_id in self.links or node_id in self._dialing:
-            return
+    async def connect_peer(
+        self, node_id: str, addresses: Sequence[str], relays: Sequence[PeerLink], direct_only: bool = False
+    ) -> bool:
+        """Direct if any address answers, else through one of `relays` (peers that may reach it).
+        True when a link to `node_id` exists afterwards (direct, when `direct_only`)."""
+        if node_id == self.node_id or node_id in self._dialing:
+            return False
+        current = self.links.get(node_id)
+        if current is not None and (not current.is_relayed or not direct_only):
+            return True
         self._dialing.add(node_id)
         try:
-            for address in addresses:
-                if address in self.credentials.addresses:
-                    continue  # an announce pointing back at us: never dial ourselves
-                try:
-                    link = await self.dial(address)
-                except (ConnectionError, AdmissionRefused, OSError) as exc:
-                    logger.debug(
-                        "direct dial failed",
-                        extra={"peer": node_id[:8], "address": address, "error": str(exc)},
-                    )
-                    continue
+            with contextlib.suppress(ConnectionError, AdmissionRefused, OSError):
+                link = await self.dial_any(addresses)
                 if link.node_id == node_id:
-                    return
-            if via is not None and not via.closed.is_set() and node_id not in self.links:
-                with contextlib.suppress(AdmissionRefused, ConnectionError, OSError, TimeoutError):
-                    await self.dial_relayed(node_id, via)
-                    logger.info(
-                        "peer reached through relay", extra={"peer": node_id[:8], "via": via.node_id[:8]}
-                    )
+                    return True
+            if direct_only or node_id in self.links:
+                return node_id in self.links and not (direct_only and self.links[node_id].is_relayed)
+            return await self._reach_through_relays(node_id, relays)
         finally:
             self._dialing.discard(node_id)
+
+    async def _reach_through_relays(self, node_id: str, relays: Sequence[PeerLink]) -> bool:
+        usable = [r for r in relays if not r.is_relayed and not r.closed.is_set() and r.node_id != node_id]
+        if not usable:
+            return False
+        try:
+            async with asyncio.timeout(RECOVERY_TIMEOUT_S):
+                link = await first_success(
+                    [lambda via=via: self.dial_relayed(node_id, via) for via in usable],  # type: ignore[misc]
+                    expected=(ConnectionError, AdmissionRefused, OSError, TimeoutError),
+                )
+        except (ConnectionError, TimeoutError):
+            return False
+        logger.info("peer reached through relay", extra={"peer": node_id[:8], "via": link.via.node_id[:8]})  # type: ignore[union-attr]
+        return True
+
+    def direct_links(self) -> list[PeerLink]:
+        return [link for link in self.links.values() if not link.is_relayed and not link.closed.is_set()]
 
     def _learn_peers(self, peers: list[wire_pb2.PeerAddress], via: PeerLink) -> None:
         for peer in peers:
             if peer.node_id != self.node_id and peer.node_id not in self.links:
-                self._spawn(self.connect_peer(peer.node_id, list(peer.addresses), via))
+                self._spawn(self._join_peer(peer.node_id, list(peer.addresses), via))
+
+    async def _join_peer(self, node_id: str, addresses: list[str], via: PeerLink) -> None:
+        if self.on_learned is not None:
+            self.on_learned(node_id, addresses)
+        await self.connect_peer(node_id, addresses, [via])
 
     # ---- the link registry
 
@@ -197,8 +247,13 @@ class MeshEndpoint:
                 )
                 link.close("duplicate connection")
                 return
-            existing.close("replaced by a better connection")
+        # Registered before the old one closes: a replaced link is not a lost peer.
         self.links[link.node_id] = link
+        added = self._link_added.pop(link.node_id, None)
+        if added is not None:
+            added.set()
+        if existing is not None:
+            existing.close("replaced by a better connection")
         if protocol is not None:
             self._link_of[protocol] = link
         link.start(LinkEvents(self._on_frame, self._on_link_closed), protocol.close if protocol else None)
@@ -229,25 +284,59 @@ class MeshEndpoint:
             if other is not link and not other.is_relayed:
                 other.send(announce)
 
-    def admitted_frame(self) -> wire_pb2.Admitted:
+    def admitted_frame(self, observed_address: str = "") -> wire_pb2.Admitted:
         return wire_pb2.Admitted(
+            observed_address=observed_address,
             peers=[
                 wire_pb2.PeerAddress(node_id=link.node_id, addresses=list(link.peer.addresses))
                 for link in self.links.values()
                 if not link.is_relayed and not link.closed.is_set()
-            ]
+            ],
         )
 
     def _on_link_closed(self, link: PeerLink, reason: str) -> None:
         for protocol, known in list(self._link_of.items()):
             if known is link:
                 del self._link_of[protocol]
-        if self.links.get(link.node_id) is link:
-            del self.links[link.node_id]
-            logger.info("peer gone", extra={"peer": link.node_id[:8], "reason": reason})
-            for relayed in [other for other in self.links.values() if other.via is link]:
-                relayed.close(f"relay {link.node_id[:8]} gone")
-            self._on_peers_changed()
+        if self.links.get(link.node_id) is not link:
+            return
+        del self.links[link.node_id]
+        for relayed in [other for other in self.links.values() if other.via is link]:
+            relayed.close(f"relay {link.node_id[:8]} gone")
+        if self.closing or link.said_goodbye:
+            self._report_gone(link, reason)
+            return
+        # Lost, not left: the node may well be alive on the other side of a broken path.
+        logger.info("lost the link; trying relays", extra={"peer": link.node_id[:8], "reason": reason})
+        already = link.node_id in self.recovering
+        self.recovering[link.node_id] = link
+        if not already:  # one recovery per peer at a time; a later loss joins the running one
+            self._spawn(self._recover(link.node_id, reason))
+
+    async def _recover(self, node_id: str, reason: str) -> None:
+        try:
+            if self.node_id > node_id:
+                # Both ends lose the link together; if both dialed a relay, the tie-break would
+                # close one of the two new links and the peer would blink out. The lower id dials.
+                await self._wait_for_link(node_id, RECOVERY_HEAD_START_S)
+            if node_id not in self.links:
+                relays = [r for r in self.direct_links() if r.node_id != node_id]
+                await self._reach_through_relays(node_id, relays)
+        finally:
+            lost = self.recovering.pop(node_id, None)
+        if node_id not in self.links and lost is not None:
+            self._report_gone(lost, reason)
+
+    async def _wait_for_link(self, node_id: str, timeout_s: float) -> None:
+        if node_id in self.links:
+            return
+        added = self._link_added.setdefault(node_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(added.wait(), timeout_s)
+
+    def _report_gone(self, link: PeerLink, reason: str) -> None:
+        logger.info("peer gone", extra={"peer": link.node_id[:8], "reason": reason})
+        self._on_peers_changed()
 
     def _on_connection_lost(self, protocol: MeshQuicProtocol) -> None:
         link = self._link_of.get(protocol)
@@ -256,163 +345,3 @@ class MeshEndpoint:
 
     def learn_from_announce(self, link: PeerLink, announce: wire_pb2.PeerAddress) -> None:
         self._learn_peers([announce], via=link)
-
-    # ---- incoming streams
-
-    def _drop_stream(
-        self, writer: asyncio.StreamWriter, reason: str, carrier: PeerLink | None = None
-    ) -> None:
-        """Malformed, oversized or unknown: reset that stream only (not its connection), count it, say why."""
-        self.dropped_streams += 1
-        extra = {"reason": reason, "dropped_total": self.dropped_streams}
-        if carrier is not None:
-            extra["peer"] = carrier.node_id[:8]
-        logger.warning("dropped a stream", extra=extra)
-        _abort(writer)
-
-    def _on_stream(
-        self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self._spawn(self._handle_stream(protocol, reader, writer))
-
-    async def _handle_stream(
-        self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            opened, initial = await asyncio.wait_for(_read_stream_open(reader), STREAM_OPEN_TIMEOUT_S)
-        except (FrameError, ConnectionError, TimeoutError) as exc:
-            self._drop_stream(writer, f"malformed stream start: {str(exc) or 'timed out'}")
-            return
-        carrier = self._link_of.get(protocol)
-        if carrier is None:
-            if opened.kind != wire_pb2.STREAM_KIND_CONTROL:
-                self._drop_stream(writer, "data stream before admission")
-                # An unadmitted node gets nothing more from us: not even the connection.
-                protocol.close()
-                return
-            await self._accept_control(reader, writer, initial, protocol, None)
-            return
-        await self._dispatch(carrier, opened, initial, reader, writer)
-
-    async def _accept_control(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        initial: bytes,
-        protocol: MeshQuicProtocol | None,
-        via: PeerLink | None,
-    ) -> None:
-        control = ControlReader(reader, initial)
-        try:
-            peer = await admit_as_listener(self.credentials, control, writer, self.admitted_frame)
-        except (AdmissionRefused, FrameError) as exc:
-            self.refused_count += 1
-            logger.warning("refused a node", extra={"reason": str(exc)})
-            await asyncio.sleep(0.05)  # let the Refused frame leave
-            if protocol is not None:
-                protocol.close()
-            else:
-                _abort(writer)
-            return
-        dialer_id = peer.node_id
-        link = PeerLink(
-            peer,
-            self.node_id,
-            control,
-            writer,
-            protocol.create_stream if protocol else None,
-            via=via,
-            dialed_by=dialer_id,
-            address=_remote_address(protocol),
-        )
-        self._add_link(link, protocol)
-
-    async def _dispatch(
-        self,
-        carrier: PeerLink,
-        opened: wire_pb2.StreamOpen,
-        initial: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        source = opened.source_node_id or carrier.node_id
-        if opened.kind == wire_pb2.STREAM_KIND_RELAY:
-            # Relays are one hop: the carrier is the true source, whatever the frame claims.
-            await self._relay(carrier.node_id, opened, initial, reader, writer)
-            return
-        if (
-            source != carrier.node_id
-            and source not in self.links
-            and opened.kind != wire_pb2.STREAM_KIND_CONTROL
-        ):
-            self._drop_stream(writer, f"stream from unknown source {source[:8]!r}", carrier)
-            return
-        if opened.kind == wire_pb2.STREAM_KIND_CONTROL:
-            await self._accept_control(reader, writer, initial, None, carrier)
-            return
-        handler = self._stream_handlers.get(opened.kind)
-        if handler is None:
-            self._drop_stream(writer, f"unknown stream kind {opened.kind}", carrier)
-            return
-        await handler(source, initial, reader, writer)
-
-    async def _relay(
-        self,
-        source: str,
-        opened: wire_pb2.StreamOpen,
-        initial: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        target = self.links.get(opened.target_node_id)
-        if target is None or target.is_relayed or opened.relayed_kind == wire_pb2.STREAM_KIND_RELAY:
-            self._drop_stream(writer, f"cannot relay to {opened.target_node_id[:8]!r}")
-            return
-        try:
-            far_reader, far_writer = await target.open_raw()
-        except ConnectionError:
-            _abort(writer)
-            return
-        far_writer.write(stream_open_frame(opened.relayed_kind, source))
-        if initial:
-            far_writer.write(initial)
-        await splice((reader, writer), (far_reader, far_writer))
-
-
-async def _read_stream_open(reader: asyncio.StreamReader) -> tuple[wire_pb2.StreamOpen, bytes]:
-    opener = StreamOpenReader()
-    while True:
-        data = await reader.read(STREAM_OPEN_READ_BYTES)
-        if not data:
-            raise ConnectionError("stream ended before StreamOpen")
-        result = opener.feed(data)
-        if result is not None:
-            return result
-
-
-STREAM_REFUSED_ERROR = 0x10
-
-
-def _abort(writer: asyncio.StreamWriter) -> None:
-    """Reset the QUIC stream (not a clean FIN): the other side must see it was refused."""
-    adapter = writer.transport
-    with contextlib.suppress(Exception):
-        quic = adapter.protocol._quic  # type: ignore[attr-defined]
-        stream_id = adapter.stream_id  # type: ignore[attr-defined]
-        quic.reset_stream(stream_id, STREAM_REFUSED_ERROR)
-        adapter.protocol.transmit()  # type: ignore[attr-defined]
-        # A reset stream takes no FIN: without this, StreamWriter.__del__ tries to send one and
-        # aioquic raises (logged as "Exception ignored") for every dropped stream.
-        adapter._closing = True  # type: ignore[attr-defined]
-        return
-    with contextlib.suppress(Exception):
-        writer.close()
-
-
-def _remote_address(protocol: MeshQuicProtocol | None) -> str:
-    if protocol is None:
-        return ""
-    with contextlib.suppress(AttributeError, IndexError):
-        host, port = protocol._quic._network_paths[0].addr[:2]
-        return f"{host}:{port}"
-    return ""

@@ -52,6 +52,7 @@ class PeerLink:
     last_heard: float = field(default_factory=time.monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: str = ""
+    said_goodbye: bool = False
     _ping_sent: dict[int, float] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _close_connection: Callable[[], None] | None = None
@@ -120,6 +121,7 @@ class PeerLink:
                     sample if not self.rtt_ms else self.rtt_ms + RTT_SMOOTHING * (sample - self.rtt_ms)
                 )
         elif kind == "goodbye":
+            self.said_goodbye = True
             self.close(f"left: {frame.goodbye.reason}" if frame.goodbye.reason else "left")
         else:
             await events.on_frame(self, frame)

@@ -17,7 +17,7 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.mesh.endpoint import split_address
+from services.mesh.addresses import split_address
 from services.mesh.fast_path import FastPathError, FastPathListener, connect, no_delay
 from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.gguf_index import GgufIndex

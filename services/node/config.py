@@ -40,6 +40,8 @@ class NodeConfig:
     models: tuple[ModelRequest, ...] = ()
     split: bool = False
     bind_port: int = 0
+    # The mesh's UDP socket (and the RPC fast path) bind this; empty: every interface (DESIGN §3).
+    bind_ip: str = ""
     join_tokens: tuple[str, ...] = ()
     # host:port others should dial to reach this node (port forwarding, NAT, test link simulators).
     advertise: tuple[str, ...] = ()

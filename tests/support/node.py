@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -18,6 +19,9 @@ import httpx
 from services.node.home import NodeHome
 from services.proto.meshllm.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.support.netns import Host
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MESH_LLM = Path(sys.executable).parent / "mesh-llm"
@@ -75,6 +79,9 @@ class RunningNode:
     console_port: int
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
+    # Runs the node inside this network namespace (tests/support/netns.py); its API is then on
+    # 127.0.0.1 there, so HTTP goes through the host too. gRPC uses Unix sockets: unchanged.
+    host: Host | None = None
     output: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,11 +105,29 @@ class RunningNode:
             str(self.api_port),
             "--console",
             str(self.console_port),
+            *self._loopback_pin(),
             *self.args,
         ]
         with self.output.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            if self.host is None:
+                self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            else:
+                self.process = self.host.popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         return self
+
+    def _loopback_pin(self) -> list[str]:
+        """Nodes on this machine's own network namespace form a same-machine mesh on loopback: tests
+        never send mesh traffic to the machine's real interfaces. Nodes in a test-bed namespace
+        (`host`) run with the defaults a user gets."""
+        if self.host is not None or "--bind-ip" in self.args:
+            return []
+        return ["--bind-ip", "127.0.0.1"]
+
+    def http(self, method: str, url: str, **httpx_kwargs: Any) -> httpx.Response:
+        """An HTTP request from where the node runs: this machine, or inside its host's namespace."""
+        if self.host is None:
+            return httpx.request(method, url, **httpx_kwargs)
+        return self.host.http(method, url, **httpx_kwargs)
 
     def cli_output(self) -> str:
         return self.output.read_text(errors="replace")
@@ -151,7 +176,8 @@ class RunningNode:
         return pid
 
     def chat(self, model: str, prompt: str = "Say hello.", max_tokens: int = 16) -> dict:
-        response = httpx.post(
+        response = self.http(
+            "POST",
             f"{self.api_base}/chat/completions",
             json={
                 "model": model,
@@ -174,7 +200,7 @@ class RunningNode:
         return path.exists() and text in path.read_text(errors="replace")
 
     def servers_of(self, model: str) -> list[str]:
-        listing = httpx.get(f"{self.api_base}/models", timeout=5).json()["data"]
+        listing = self.http("GET", f"{self.api_base}/models", timeout=5).json()["data"]
         for entry in listing:
             if entry["id"] == model:
                 return sorted(entry["meshllm"]["nodes"])

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.mesh.admission import make_hello
-from services.mesh.endpoint import STREAM_OPEN_TIMEOUT_S, MeshEndpoint
+from services.mesh.endpoint import MeshEndpoint
 from services.mesh.frames import (
     LENGTH_PREFIX,
     MAX_FRAME_BYTES,
@@ -37,6 +37,7 @@ from services.mesh.frames import (
 )
 from services.mesh.handshake import ADMISSION_TIMEOUT_S, Credentials
 from services.mesh.identity import NodeIdentity
+from services.mesh.incoming import STREAM_OPEN_TIMEOUT_S
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
 from services.mesh.quic import MeshQuicProtocol, quic_configuration

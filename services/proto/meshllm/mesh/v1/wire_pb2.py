@@ -24,43 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshllm/mesh/v1/wire.proto\x12\x0fmeshllm.mesh.v1\"\x89\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07mesh_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\taddresses\x18\x06 \x03(\t\x12\x11\n\tis_client\x18\x07 \x01(\x08\"\'\n\x05Proof\x12\x0b\n\x03mac\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"7\n\x08\x41\x64mitted\x12+\n\x05peers\x18\x01 \x03(\x0b\x32\x1c.meshllm.mesh.v1.PeerAddress\"\x19\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\x0bPeerAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\x13\n\x04Ping\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\x13\n\x04Pong\x12\x0b\n\x03seq\x18\x01 \x01(\x04\" \n\rGossipPayload\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\">\n\x0cSecretUpdate\x12\x0f\n\x07mesh_id\x18\x01 \x01(\x0c\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb4\x01\n\nStreamOpen\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.meshllm.mesh.v1.StreamKind\x12\x16\n\x0esource_node_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x04 \x01(\t\x12\x31\n\x0crelayed_kind\x18\x05 \x01(\x0e\x32\x1b.meshllm.mesh.v1.StreamKind\"\x18\n\x07RpcOpen\x12\r\n\x05model\x18\x01 \x01(\t\";\n\x08RpcOffer\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\x10\n\x08tls_port\x18\x02 \x01(\r\x12\x0e\n\x06ticket\x18\x03 \x01(\x0c\"!\n\x07RpcPath\x12\x16\n\x0eon_this_stream\x18\x01 \x01(\x08\"\x9d\x05\n\tWireFrame\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.meshllm.mesh.v1.HelloH\x00\x12\'\n\x05proof\x18\x02 \x01(\x0b\x32\x16.meshllm.mesh.v1.ProofH\x00\x12-\n\x08\x61\x64mitted\x18\x03 \x01(\x0b\x32\x19.meshllm.mesh.v1.AdmittedH\x00\x12+\n\x07refused\x18\x04 \x01(\x0b\x32\x18.meshllm.mesh.v1.RefusedH\x00\x12%\n\x04ping\x18\x05 \x01(\x0b\x32\x15.meshllm.mesh.v1.PingH\x00\x12%\n\x04pong\x18\x06 \x01(\x0b\x32\x15.meshllm.mesh.v1.PongH\x00\x12\x30\n\x06gossip\x18\x07 \x01(\x0b\x32\x1e.meshllm.mesh.v1.GossipPayloadH\x00\x12\x36\n\rsecret_update\x18\x08 \x01(\x0b\x32\x1d.meshllm.mesh.v1.SecretUpdateH\x00\x12+\n\x07goodbye\x18\t \x01(\x0b\x32\x18.meshllm.mesh.v1.GoodbyeH\x00\x12\x32\n\x0bstream_open\x18\n \x01(\x0b\x32\x1b.meshllm.mesh.v1.StreamOpenH\x00\x12\x35\n\rpeer_announce\x18\x0b \x01(\x0b\x32\x1c.meshllm.mesh.v1.PeerAddressH\x00\x12,\n\x08rpc_open\x18\x0c \x01(\x0b\x32\x18.meshllm.mesh.v1.RpcOpenH\x00\x12.\n\trpc_offer\x18\r \x01(\x0b\x32\x19.meshllm.mesh.v1.RpcOfferH\x00\x12,\n\x08rpc_path\x18\x0e \x01(\x0b\x32\x18.meshllm.mesh.v1.RpcPathH\x00\x42\x06\n\x04\x62ody*\x84\x01\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STREAM_KIND_HTTP\x10\x01\x12\x13\n\x0fSTREAM_KIND_RPC\x10\x02\x12\x15\n\x11STREAM_KIND_RELAY\x10\x03\x12\x17\n\x13STREAM_KIND_CONTROL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshllm/mesh/v1/wire.proto\x12\x0fmeshllm.mesh.v1\"\x89\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07mesh_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\taddresses\x18\x06 \x03(\t\x12\x11\n\tis_client\x18\x07 \x01(\x08\"\'\n\x05Proof\x12\x0b\n\x03mac\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"Q\n\x08\x41\x64mitted\x12+\n\x05peers\x18\x01 \x03(\x0b\x32\x1c.meshllm.mesh.v1.PeerAddress\x12\x18\n\x10observed_address\x18\x02 \x01(\t\"\x19\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\x0bPeerAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\x13\n\x04Ping\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\x13\n\x04Pong\x12\x0b\n\x03seq\x18\x01 \x01(\x04\" \n\rGossipPayload\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\">\n\x0cSecretUpdate\x12\x0f\n\x07mesh_id\x18\x01 \x01(\x0c\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb4\x01\n\nStreamOpen\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.meshllm.mesh.v1.StreamKind\x12\x16\n\x0esource_node_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x04 \x01(\t\x12\x31\n\x0crelayed_kind\x18\x05 \x01(\x0e\x32\x1b.meshllm.mesh.v1.StreamKind\"\x18\n\x07RpcOpen\x12\r\n\x05model\x18\x01 \x01(\t\";\n\x08RpcOffer\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\x10\n\x08tls_port\x18\x02 \x01(\r\x12\x0e\n\x06ticket\x18\x03 \x01(\x0c\"!\n\x07RpcPath\x12\x16\n\x0eon_this_stream\x18\x01 \x01(\x08\"\x9d\x05\n\tWireFrame\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.meshllm.mesh.v1.HelloH\x00\x12\'\n\x05proof\x18\x02 \x01(\x0b\x32\x16.meshllm.mesh.v1.ProofH\x00\x12-\n\x08\x61\x64mitted\x18\x03 \x01(\x0b\x32\x19.meshllm.mesh.v1.AdmittedH\x00\x12+\n\x07refused\x18\x04 \x01(\x0b\x32\x18.meshllm.mesh.v1.RefusedH\x00\x12%\n\x04ping\x18\x05 \x01(\x0b\x32\x15.meshllm.mesh.v1.PingH\x00\x12%\n\x04pong\x18\x06 \x01(\x0b\x32\x15.meshllm.mesh.v1.PongH\x00\x12\x30\n\x06gossip\x18\x07 \x01(\x0b\x32\x1e.meshllm.mesh.v1.GossipPayloadH\x00\x12\x36\n\rsecret_update\x18\x08 \x01(\x0b\x32\x1d.meshllm.mesh.v1.SecretUpdateH\x00\x12+\n\x07goodbye\x18\t \x01(\x0b\x32\x18.meshllm.mesh.v1.GoodbyeH\x00\x12\x32\n\x0bstream_open\x18\n \x01(\x0b\x32\x1b.meshllm.mesh.v1.StreamOpenH\x00\x12\x35\n\rpeer_announce\x18\x0b \x01(\x0b\x32\x1c.meshllm.mesh.v1.PeerAddressH\x00\x12,\n\x08rpc_open\x18\x0c \x01(\x0b\x32\x18.meshllm.mesh.v1.RpcOpenH\x00\x12.\n\trpc_offer\x18\r \x01(\x0b\x32\x19.meshllm.mesh.v1.RpcOfferH\x00\x12,\n\x08rpc_path\x18\x0e \x01(\x0b\x32\x18.meshllm.mesh.v1.RpcPathH\x00\x42\x06\n\x04\x62ody*\x84\x01\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STREAM_KIND_HTTP\x10\x01\x12\x13\n\x0fSTREAM_KIND_RPC\x10\x02\x12\x15\n\x11STREAM_KIND_RELAY\x10\x03\x12\x17\n\x13STREAM_KIND_CONTROL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshllm.mesh.v1.wire_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMKIND']._serialized_start=1508
-  _globals['_STREAMKIND']._serialized_end=1640
+  _globals['_STREAMKIND']._serialized_start=1534
+  _globals['_STREAMKIND']._serialized_end=1666
   _globals['_HELLO']._serialized_start=48
   _globals['_HELLO']._serialized_end=185
   _globals['_PROOF']._serialized_start=187
   _globals['_PROOF']._serialized_end=226
   _globals['_ADMITTED']._serialized_start=228
-  _globals['_ADMITTED']._serialized_end=283
-  _globals['_REFUSED']._serialized_start=285
-  _globals['_REFUSED']._serialized_end=310
-  _globals['_PEERADDRESS']._serialized_start=312
-  _globals['_PEERADDRESS']._serialized_end=361
-  _globals['_PING']._serialized_start=363
-  _globals['_PING']._serialized_end=382
-  _globals['_PONG']._serialized_start=384
-  _globals['_PONG']._serialized_end=403
-  _globals['_GOSSIPPAYLOAD']._serialized_start=405
-  _globals['_GOSSIPPAYLOAD']._serialized_end=437
-  _globals['_SECRETUPDATE']._serialized_start=439
-  _globals['_SECRETUPDATE']._serialized_end=501
-  _globals['_GOODBYE']._serialized_start=503
-  _globals['_GOODBYE']._serialized_end=528
-  _globals['_STREAMOPEN']._serialized_start=531
-  _globals['_STREAMOPEN']._serialized_end=711
-  _globals['_RPCOPEN']._serialized_start=713
-  _globals['_RPCOPEN']._serialized_end=737
-  _globals['_RPCOFFER']._serialized_start=739
-  _globals['_RPCOFFER']._serialized_end=798
-  _globals['_RPCPATH']._serialized_start=800
-  _globals['_RPCPATH']._serialized_end=833
-  _globals['_WIREFRAME']._serialized_start=836
-  _globals['_WIREFRAME']._serialized_end=1505
+  _globals['_ADMITTED']._serialized_end=309
+  _globals['_REFUSED']._serialized_start=311
+  _globals['_REFUSED']._serialized_end=336
+  _globals['_PEERADDRESS']._serialized_start=338
+  _globals['_PEERADDRESS']._serialized_end=387
+  _globals['_PING']._serialized_start=389
+  _globals['_PING']._serialized_end=408
+  _globals['_PONG']._serialized_start=410
+  _globals['_PONG']._serialized_end=429
+  _globals['_GOSSIPPAYLOAD']._serialized_start=431
+  _globals['_GOSSIPPAYLOAD']._serialized_end=463
+  _globals['_SECRETUPDATE']._serialized_start=465
+  _globals['_SECRETUPDATE']._serialized_end=527
+  _globals['_GOODBYE']._serialized_start=529
+  _globals['_GOODBYE']._serialized_end=554
+  _globals['_STREAMOPEN']._serialized_start=557
+  _globals['_STREAMOPEN']._serialized_end=737
+  _globals['_RPCOPEN']._serialized_start=739
+  _globals['_RPCOPEN']._serialized_end=763
+  _globals['_RPCOFFER']._serialized_start=765
+  _globals['_RPCOFFER']._serialized_end=824
+  _globals['_RPCPATH']._serialized_start=826
+  _globals['_RPCPATH']._serialized_end=859
+  _globals['_WIREFRAME']._serialized_start=862
+  _globals['_WIREFRAME']._serialized_end=1531
 # @@protoc_insertion_point(module_scope)

@@ -47,10 +47,12 @@ class Proof(_message.Message):
     def __init__(self, mac: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Admitted(_message.Message):
-    __slots__ = ("peers",)
+    __slots__ = ("peers", "observed_address")
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[PeerAddress]
-    def __init__(self, peers: _Optional[_Iterable[_Union[PeerAddress, _Mapping]]] = ...) -> None: ...
+    observed_address: str
+    def __init__(self, peers: _Optional[_Iterable[_Union[PeerAddress, _Mapping]]] = ..., observed_address: _Optional[str] = ...) -> None: ...
 
 class Refused(_message.Message):
     __slots__ = ("reason",)
