@@ -142,6 +142,7 @@ class GossipNode:
         for peer in left:
             self.send(self.protocol.on_peer_left(peer, now, current))
         if joined:
+            self.send(self.protocol.on_peers_joined(joined))
             self.send(self.protocol.announce(joined))
         # A link reports 0 until its first pong: unmeasured is not "0 ms away" (placement would
         # take a far peer as the nearest split worker). A measured loopback RTT rounds to 0.1.

@@ -18,7 +18,7 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from services.gossip.items import GossipItem
+from services.gossip.items import GossipItem, Tombstone
 from services.gossip.state import GossipState, MergeResult
 from services.gossip.wire import (
     Delta,
@@ -115,6 +115,16 @@ class GossipProtocol:
         payloads = encode_delta([self._state.local]) if targets else []
         return [Outgoing(peer, payload) for peer in targets for payload in payloads]
 
+    def on_peers_joined(self, joined: Sequence[str]) -> list[Outgoing]:
+        """Newly linked peers we hold tombstones for (we had lost them): show each its tombstone so it
+        refutes it at once, instead of waiting for anti-entropy to pick it."""
+        outgoing: list[Outgoing] = []
+        for node_id in joined:
+            item = self._state.item_for(node_id)
+            if isinstance(item, Tombstone):
+                outgoing.extend(Outgoing(node_id, p) for p in encode_delta([item]))
+        return outgoing
+
     def on_goodbye(self, now: float, peers: Sequence[str] | None = None) -> list[Outgoing]:
         return self.push([self._state.goodbye(now)], self._peers(peers))
 
@@ -159,6 +169,8 @@ class GossipProtocol:
         if delta.want_keys:
             wanted = self._capped(self._state.items_for_keys(delta.want_keys))
             outgoing.extend(Outgoing(peer_id, p) for p in encode_delta(wanted) if wanted)
+        for tombstone in result.refuted:
+            outgoing.extend(Outgoing(tombstone.node_id, p) for p in encode_delta([tombstone]))
         local_id = self._state.local_id
         # Rumors spread on; a re-versioned own record (local_bumped) spreads whatever brought it.
         forward = result.fresh if delta.rumor else [i for i in result.fresh if i.node_id == local_id]

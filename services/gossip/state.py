@@ -43,6 +43,9 @@ class MergeResult:
     changed: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     fresh: list[GossipItem] = field(default_factory=list)  # accepted items, worth passing on
+    # Tombstones refused because we hear their node ourselves: send each to its node, which refutes
+    # it (re-versions its record past it) so the rest of the mesh learns it lives.
+    refuted: list[Tombstone] = field(default_factory=list)
     local_bumped: bool = False  # a peer gossiped our id at or above our version; re-announce ours
 
     @property
@@ -222,9 +225,14 @@ class GossipState:
             self.note_contact(from_node, now)
         for item in items:
             if not isinstance(item, Tombstone) and item.leaving:
-                item = Tombstone(item.node_id, item.version, now)
+                # The node's own goodbye: authoritative, unlike a tombstone someone else made.
+                self._merge_tombstone(Tombstone(item.node_id, item.version, now), now, result)
+                continue
             if item.node_id == self.local_id:
                 self._defend_local(item, now, result)
+            elif isinstance(item, Tombstone) and self.hears_directly(item.node_id, now):
+                # Hearsay (a peer lost its path to it) against our own evidence that it lives.
+                result.refuted.append(item)
             elif isinstance(item, Tombstone):
                 self._merge_tombstone(item, now, result)
             else:
@@ -309,6 +317,11 @@ class GossipState:
             return
         self._watched.add(node_id)
         self._heard_at[node_id] = now
+
+    def hears_directly(self, node_id: str, now: float) -> bool:
+        """A peer we watch (the mesh links us) that answered within PEER_DEAD_AFTER_S."""
+        heard = self._heard_at.get(node_id)
+        return node_id in self._watched and heard is not None and now - heard < self._peer_dead_after_s
 
     def unwatch(self, node_id: str) -> None:
         """We stopped pinging this peer on purpose (connection closed while it lives): fall back to the

@@ -22,6 +22,7 @@ from services.gossip.wire import (
     DigestSummary,
     GossipDecodeError,
     decode_message,
+    encode_delta,
     encode_message,
 )
 from services.proto.meshllm.gossip.v1 import gossip_pb2
@@ -262,3 +263,29 @@ def test_a_hostile_but_well_formed_peer_cannot_crash_the_protocol(
     except GossipDecodeError:
         pass
     assert me.state.view()[0].node_id == node_id(0)
+
+
+# --- refuting hearsay ----------------------------------------------------------------------------------
+
+
+def test_a_refused_tombstone_goes_to_the_node_it_names_which_refutes_it() -> None:
+    me, peer, other = node_id(1), node_id(2), node_id(3)
+    mine = GossipProtocol(GossipState(record(1), T0), random.Random(1))
+    theirs = GossipProtocol(GossipState(record(2, version=5), T0), random.Random(2))
+    mine.state.merge([theirs.state.local], peer, T0)
+    mine.state.mark_heard(peer, T0)
+    [payload] = encode_delta([Tombstone(peer, 5, T0)])
+    reaction = mine.receive(other, payload, T0 + 1, [peer, other])
+    to_peer = [o for o in reaction.outgoing if o.peer_id == peer]
+    assert to_peer, "the tombstone must reach the node it names"
+    theirs.receive(me, to_peer[0].payload, T0 + 1, [me])
+    assert theirs.state.local.version > 5  # it re-versioned past the tombstone: the mesh learns it lives
+
+
+def test_a_newly_linked_peer_we_hold_a_tombstone_for_is_shown_it() -> None:
+    peer = node_id(2)
+    mine = GossipProtocol(GossipState(record(1), T0), random.Random(1))
+    mine.state.merge([record(2, version=2)], peer, T0)
+    mine.state.leave(peer, T0 + 1)  # we lost it (a partition)
+    assert [o.peer_id for o in mine.on_peers_joined([peer])] == [peer]
+    assert mine.on_peers_joined([node_id(4)]) == []  # nothing held: nothing to show

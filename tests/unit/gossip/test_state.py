@@ -422,3 +422,40 @@ def test_pairwise_merge_order_is_irrelevant_for_every_permutation() -> None:
     items.append(record(PEER, 1))
     results = {repr(final_state(list(p))) for p in itertools.permutations(items)}
     assert len(results) == 1
+
+
+# --- hearsay against direct evidence (a lost path is not a dead node) --------------------------------
+
+
+def test_a_tombstone_for_a_peer_we_hear_ourselves_is_refused_and_handed_to_it() -> None:
+    s = state()
+    s.merge([record(PEER, 3)], PEER, T0)
+    s.mark_heard(PEER, T0 + 1)
+    result = s.merge([Tombstone(PEER, 3, T0 + 1)], OTHER, T0 + 2)
+    assert versions(s)[PEER] == 3  # still in our view
+    assert result.refuted == [Tombstone(PEER, 3, T0 + 1)]
+    assert not result.left
+
+
+def test_once_we_stop_hearing_the_peer_its_tombstone_is_taken() -> None:
+    s = state()
+    s.merge([record(PEER, 3)], PEER, T0)
+    s.mark_heard(PEER, T0)
+    result = s.merge([Tombstone(PEER, 3, T0 + 1)], OTHER, T0 + PEER_DEAD_AFTER_S + 0.1)
+    assert PEER not in versions(s) and result.left == [PEER]
+
+
+def test_a_peers_own_goodbye_is_taken_even_while_we_hear_it() -> None:
+    s = state()
+    s.merge([record(PEER, 3)], PEER, T0)
+    s.mark_heard(PEER, T0)
+    result = s.merge([record(PEER, 4, leaving=True)], PEER, T0 + 0.5)
+    assert PEER not in versions(s) and result.left == [PEER] and not result.refuted
+
+
+def test_the_mesh_losing_a_peer_we_watch_still_tombstones_it() -> None:
+    s = state()
+    s.merge([record(PEER, 3)], PEER, T0)
+    s.mark_heard(PEER, T0)
+    assert s.leave(PEER, T0 + 0.5) == Tombstone(PEER, 3, T0 + 0.5)
+    assert PEER not in versions(s)
