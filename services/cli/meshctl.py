@@ -65,7 +65,8 @@ def _role_of(record: gossip_pb2.NodeRecord) -> str:
 
 def show_peers(home: NodeHome, console: Console) -> None:
     peers = node_peers(home).peers
-    records = {r.node_id: r for r in mesh_view(home).nodes}
+    view = mesh_view(home)
+    records = {r.node_id: r for r in view.nodes}
     table = Table("id", "name", "address", "rtt", "vram", "models", "role", "path", title="peers")
     for peer in peers:
         record = records.get(peer.node_id, gossip_pb2.NodeRecord())
@@ -83,7 +84,18 @@ def show_peers(home: NodeHome, console: Console) -> None:
             _role_of(record),
             path,
         )
-    if not peers:
+    linked = {peer.node_id for peer in peers}
+    # Known from others' gossip, but the mesh reaches it neither directly nor through a relay.
+    for record in view.nodes:
+        if record.node_id in linked or record.node_id == view.local_node_id or record.leaving:
+            continue
+        models = ", ".join(s.name for s in record.served) or ", ".join(record.models_wanted)
+        address = record.addresses[0] if record.addresses else ""
+        table.add_row(
+            record.node_id[:8], record.name, address, "", f"{record.vram_bytes / 1e9:.1f} GB", models,
+            _role_of(record), "[yellow]unreachable from here[/]",
+        )  # fmt: skip
+    if not peers and len(view.nodes) <= 1:
         table.add_row("(no peers)", "", "", "", "", "", "", "")
     console.print(table)
 

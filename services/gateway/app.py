@@ -38,7 +38,7 @@ from services.gateway.status import RequestCounters, StatusReporter
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, start_server
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
-from services.proto.meshllm.mesh.v1 import mesh_pb2_grpc
+from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
@@ -95,15 +95,20 @@ def _watchers(
 ) -> list[Coroutine[Any, Any, None]]:
     logger = logging.getLogger("gateway.watch")
     gossip = gossip_pb2_grpc.GossipStub(peers.channels["gossip"])
+    mesh = mesh_pb2_grpc.MeshStub(peers.channels["mesh"])
     mesh_view = follow_stream(
         "gossip", lambda: gossip.Watch(gossip_pb2.WatchRequest()), sources.on_view, logger
     )
+    mesh_peers = follow_stream(
+        "mesh peers", lambda: mesh.WatchPeers(mesh_pb2.WatchPeersRequest()), sources.on_peers, logger
+    )
     if config.client:
-        return [mesh_view]  # clients run no runner or placement (DESIGN §1)
+        return [mesh_view, mesh_peers]  # clients run no runner or placement (DESIGN §1)
     runner = runner_pb2_grpc.RunnerStub(peers.channels["runner"])
     placement = placement_pb2_grpc.PlacementStub(peers.channels["placement"])
     return [
         mesh_view,
+        mesh_peers,
         follow_stream(
             "runner",
             lambda: runner.Watch(runner_pb2.WatchRequest()),

@@ -6,7 +6,7 @@ is plain equality between two `MeshSnapshot`s (services/gateway/event_diff.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.gateway.routing import ModelEntry, PlannedModel
@@ -67,6 +67,12 @@ class PeerSummary:
     models_on_disk: tuple[DiskModel, ...] = ()
     request_rate_per_min: dict[str, float] = field(default_factory=dict)
     version: str = ""
+    # How the mesh reaches it from here: direct, relayed, or unreachable (known from others' gossip
+    # only: not routable from this node). Empty for this node itself.
+    path: str = ""
+
+
+UNREACHABLE_FROM_HERE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ def _served(record: gossip_pb2.NodeRecord) -> tuple[ServedModel, ...]:
     )
 
 
-def node_summary(record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0) -> PeerSummary:
+def node_summary(record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0, path: str = "") -> PeerSummary:
     return PeerSummary(
         node_id=record.node_id,
         short_id=short_id(record.node_id),
@@ -138,6 +144,7 @@ def node_summary(record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0) -> PeerSumm
         models_on_disk=tuple(DiskModel(m.name, m.bytes) for m in record.models_on_disk),
         request_rate_per_min=dict(sorted(record.request_rate_per_min.items())),
         version=record.software_version,
+        path=path,
     )
 
 
@@ -145,11 +152,20 @@ def local_record(view: gossip_pb2.MeshView) -> gossip_pb2.NodeRecord:
     return next((n for n in view.nodes if n.node_id == view.local_node_id), gossip_pb2.NodeRecord())
 
 
-def peer_summaries(view: gossip_pb2.MeshView) -> tuple[PeerSummary, ...]:
-    """Every live peer (a node saying goodbye is gone already), sorted by name then id."""
+def peer_summaries(
+    view: gossip_pb2.MeshView, paths: Mapping[str, str] | None = None
+) -> tuple[PeerSummary, ...]:
+    """Every live peer (a node saying goodbye is gone already), sorted by name then id. `paths`: the
+    mesh's linked peers and how (None: not known yet)."""
     local = local_record(view)
+
+    def path_of(node_id: str) -> str:
+        if paths is None:
+            return ""
+        return paths.get(node_id, UNREACHABLE_FROM_HERE)
+
     peers = (
-        node_summary(record, local.rtt_ms.get(record.node_id, 0.0))
+        node_summary(record, local.rtt_ms.get(record.node_id, 0.0), path_of(record.node_id))
         for record in view.nodes
         if record.node_id != view.local_node_id and not record.leaving
     )
@@ -189,11 +205,14 @@ def mesh_models(view: gossip_pb2.MeshView, entries: Iterable[ModelEntry]) -> tup
 
 
 def mesh_snapshot(
-    view: gossip_pb2.MeshView, entries: Iterable[ModelEntry], plan: Iterable[PlannedModel]
+    view: gossip_pb2.MeshView,
+    entries: Iterable[ModelEntry],
+    plan: Iterable[PlannedModel],
+    paths: Mapping[str, str] | None = None,
 ) -> MeshSnapshot:
     return MeshSnapshot(
         node=node_summary(local_record(view)),
-        peers=peer_summaries(view),
+        peers=peer_summaries(view, paths),
         roles=model_roles(plan),
         models=mesh_models(view, entries),
     )

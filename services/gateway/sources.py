@@ -7,7 +7,7 @@ readers take `sources.table`, a reference swap, so a request never sees a half-b
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from services.gateway.routing import (
     LocalServer,
@@ -18,6 +18,7 @@ from services.gateway.routing import (
     ServerState,
 )
 from services.proto.meshllm.gossip.v1 import gossip_pb2
+from services.proto.meshllm.mesh.v1 import mesh_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2
 
@@ -67,11 +68,22 @@ def plan_models(plan: placement_pb2.Plan) -> tuple[PlannedModel, ...]:
     )
 
 
-def remote_servers(view: gossip_pb2.MeshView) -> tuple[RemoteServer, ...]:
-    """Peers that serve a model and say it is ready; leaving nodes and clients serve nothing."""
+def peer_paths(peers: mesh_pb2.ListPeersResponse) -> dict[str, str]:
+    """How the mesh reaches each linked peer: "direct" or "relayed"."""
+    return {p.node_id: "relayed" if p.path == mesh_pb2.PEER_PATH_RELAYED else "direct" for p in peers.peers}
+
+
+def remote_servers(
+    view: gossip_pb2.MeshView, reachable: Collection[str] | None = None
+) -> tuple[RemoteServer, ...]:
+    """Peers that serve a model, say it is ready and that the mesh reaches from here (directly or
+    through a relay; `reachable` None: not known yet, trust gossip). What others gossip about a node
+    we cannot reach does not make it routable from here. Leaving nodes and clients serve nothing."""
     servers = []
     for record in view.nodes:
         if record.node_id == view.local_node_id or record.leaving or record.is_client:
+            continue
+        if reachable is not None and record.node_id not in reachable:
             continue
         for served in record.served:
             if served.state == gossip_pb2.SERVE_STATE_READY and served.role in _SERVING_ROLES:
@@ -90,6 +102,8 @@ class RoutingSources:
         self._plan: tuple[PlannedModel, ...] = ()
         self._remote: tuple[RemoteServer, ...] = ()
         self.view = gossip_pb2.MeshView()
+        # Linked peers and their path (direct/relayed); None until the mesh's first peer list.
+        self.paths: dict[str, str] | None = None
         self._logger = logger or logging.getLogger("gateway.routing")
         self.table = RoutingTable.empty()
         self.runner_connected = False
@@ -116,7 +130,15 @@ class RoutingSources:
 
     async def on_view(self, view: gossip_pb2.MeshView) -> None:
         self.view = view
-        self._remote = remote_servers(view)
+        self._remote = remote_servers(view, self.paths)
+        self._rebuild()
+
+    async def on_peers(self, peers: mesh_pb2.ListPeersResponse) -> None:
+        paths = peer_paths(peers)
+        if paths == self.paths:
+            return
+        self.paths = paths
+        self._remote = remote_servers(self.view, self.paths)
         self._rebuild()
 
     # On a lost stream the last known state stays: the llama-servers usually outlive a runner

@@ -143,7 +143,7 @@ class StatusReporter:
             requests_total=self._counters.total,
             requests_in_flight=self._counters.in_flight,
             invite_token=await self._peers.invite_token() if show_invite_token else "",
-            peers=peer_summaries(view),
+            peers=peer_summaries(view, self._sources.paths),
             short_id=short_id(node_id),
             is_client=self._config.client,
             vram_bytes=local.vram_bytes,

@@ -60,6 +60,8 @@ function nodeItem(node) {
     node.isSelf ? h("span", { class: "badge badge-self", text: "this node" }) : null,
     node.is_client ? h("span", { class: "badge", text: "client" }) : null,
     !node.isSelf && node.rtt_ms ? h("span", { class: "badge", text: `${node.rtt_ms.toFixed(1)} ms` }) : null,
+    node.path === "relayed" ? h("span", { class: "badge", text: "relayed" }) : null,
+    node.path === "unreachable" ? h("span", { class: "badge badge-warn", text: "unreachable from here" }) : null,
   ];
   const vramText = node.is_client ? "API-only client, no GPU share"
     : `${fmtBytes(used)} of ${fmtBytes(node.vram_bytes)} in use`;

@@ -59,11 +59,13 @@ function fitViewBox(svg, placed, extraBottom, narrow) {
 }
 
 function drawLink(p, along) {
-  const label = p.node.rtt_ms ? `${p.node.rtt_ms.toFixed(1)} ms` : "—";
+  const unreachable = p.node.path === "unreachable";
+  const label = unreachable ? "no path" : p.node.rtt_ms ? `${p.node.rtt_ms.toFixed(1)} ms` : "—";
   const mx = p.x * along;
   const my = p.y * along;
+  const kind = unreachable ? "link link-down" : p.node.path === "relayed" ? "link link-relayed" : "link";
   return [
-    s("line", { class: "link", x1: 0, y1: 0, x2: p.x, y2: p.y }),
+    s("line", { class: kind, x1: 0, y1: 0, x2: p.x, y2: p.y }),
     s("g", { class: "rtt" },
       s("rect", { x: mx - 27, y: my - 10, width: 54, height: 20, rx: 10 }),
       s("text", { x: mx, y: my + 4, "text-anchor": "middle", text: label })),
