@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEFAULT_MODEL := gemma3-270m
 PYTEST_ARGS ?=
 
-.PHONY: install run test llama model browser protos lint bench clean
+.PHONY: install run test llama model browser netns-tools protos lint bench clean
 
 install: $(STAMP) llama model
 
@@ -32,6 +32,13 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
+# The network-namespace test bed (tests/support/netns.py) needs `ip` (iproute2) and `nft` (nftables).
+netns-tools:
+	@{ command -v nft && command -v ip; } >/dev/null 2>&1 || { \
+		echo "[install] iproute2 and nftables (Debian packages) for the network-namespace tests"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; fi; }
+
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
@@ -43,7 +50,7 @@ lint: $(STAMP)
 run: install
 	$(VENV)/bin/mesh-llm --model $(DEFAULT_MODEL)
 
-test: install browser lint
+test: install browser netns-tools lint
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.support.netns import enter_namespace
+
 TCP_READ_BYTES = 256 * 1024
 TCP_QUEUE_CHUNKS = 64  # per direction: at most 16 MB held back before the relay stops reading
 CLOSE_TIMEOUT_S = 5.0
@@ -72,8 +74,10 @@ class LinkSimulator:
         udp: bool = True,
         tcp: bool = False,
         tap: TcpTap | None = None,
+        netns: str = "",
     ) -> None:
-        """Listens on host:port (port 0: any free one, the same number for UDP and TCP)."""
+        """Listens on host:port (port 0: any free one, the same number for UDP and TCP); inside the
+        network namespace `netns` when given (a test-bed host's `ns`, tests/support/netns.py)."""
         if not (udp or tcp):
             raise ValueError("a link simulator relays UDP, TCP or both")
         self.target = (target_host, target_port)
@@ -86,7 +90,8 @@ class LinkSimulator:
         self.tcp_bytes_forwarded = 0
         self._udp, self._tcp, self._tap = udp, tcp, tap
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="link-simulator")
+        self._netns = netns
+        self._thread = threading.Thread(target=self._run, daemon=True, name="link-simulator")
         self._upstreams: dict[tuple[str, int], _Upstream] = {}
         self._front: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
@@ -95,6 +100,12 @@ class LinkSimulator:
         self._tcp_open = asyncio.Event()  # set unless the conditions are a blackhole
         if not self.conditions.blackhole:
             self._tcp_open.set()
+
+    def _run(self) -> None:
+        if self._netns:
+            # Only this thread moves: every socket the simulator opens is created on its loop.
+            enter_namespace(self._netns)
+        self._loop.run_forever()
 
     def start(self) -> LinkSimulator:
         self._thread.start()

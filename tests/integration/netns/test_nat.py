@@ -1,0 +1,119 @@
+"""A node behind a masquerading NAT (issue 12). Topology: `nat` sits on a home LAN behind router `r`,
+which masquerades it onto the `wan` where the public nodes live. Without a port forward it joins by
+dialing out and serves through that link (and through relays for anyone it cannot be dialed by);
+with `--bind-port` and a forward on the router, others dial it directly, at the public address the
+mesh learned from its peers (no --advertise)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.mesh.invite import InviteToken
+from tests.support.netns import Host, Testbed, netns_testbed
+from tests.support.netns_mesh import (
+    identity_of,
+    model_copy,
+    path_to,
+    start_on,
+    stop_all,
+    token_of,
+    wait_answers,
+    wait_path,
+    wait_started,
+)
+from tests.support.node import RunningNode, wait_until
+
+pytestmark = pytest.mark.integration
+
+testbed = pytest.fixture(netns_testbed, name="testbed")
+ROUTER_PUBLIC_IP = "198.51.100.1"
+FORWARDED_PORT = 40123
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[RunningNode]]:
+    started: list[RunningNode] = []
+    yield started
+    stop_all(started)
+
+
+def network(testbed: Testbed) -> tuple[Host, Host, Host, Host]:
+    """(router, host behind the NAT, public host, another public host)."""
+    home, wan = testbed.lan("home"), testbed.lan("wan")
+    router = testbed.router("r", home, "10.77.50.1/24", wan, f"{ROUTER_PUBLIC_IP}/24")
+    inside = testbed.host("nat")
+    inside.attach(home, "10.77.50.2/24")
+    inside.add_default_route("10.77.50.1")
+    public, other = testbed.host("pub"), testbed.host("pub2")
+    public.attach(wan, "198.51.100.2/24")
+    other.attach(wan, "198.51.100.3/24")
+    return router, inside, public, other
+
+
+def test_a_node_behind_nat_joins_and_serves_without_a_port_forward(
+    testbed: Testbed, nodes: list[RunningNode], tmp_path: Path, tiny_gguf: Path
+) -> None:
+    _, inside, public, other = network(testbed)
+    first = start_on(public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))])
+    nodes.append(first)
+    wait_started(first)
+    behind = start_on(
+        inside,
+        tmp_path,
+        "nat",
+        ["--join", first.invite(), "--model", str(model_copy(tiny_gguf, tmp_path, "tiny-nat"))],
+    )
+    nodes.append(behind)
+    wait_started(behind)
+    wait_path(first, behind, "direct")  # the link the NATed node dialed
+    wait_answers(first, "tiny-nat")
+    wait_answers(behind, "tiny-pub")
+
+    # A second public node cannot dial the NATed one, yet reaches it (it dials out, or a relay).
+    late = start_on(other, tmp_path, "pub2", ["--join", first.invite()])
+    nodes.append(late)
+    wait_started(late)
+    wait_until(lambda: path_to(late, behind) != "", 20, "the late node to reach the NATed node")
+    wait_answers(late, "tiny-nat")
+
+
+def test_with_a_port_forward_peers_dial_the_natd_node_at_its_learned_public_address(
+    testbed: Testbed, nodes: list[RunningNode], tmp_path: Path, tiny_gguf: Path
+) -> None:
+    router, inside, public, other = network(testbed)
+    router.forward_port(FORWARDED_PORT, "10.77.50.2", FORWARDED_PORT, "udp")
+    router.forward_port(FORWARDED_PORT, "10.77.50.2", FORWARDED_PORT, "tcp")
+    first = start_on(public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))])
+    nodes.append(first)
+    wait_started(first)
+    behind = start_on(
+        inside,
+        tmp_path,
+        "nat",
+        [
+            "--join",
+            first.invite(),
+            "--bind-port",
+            str(FORWARDED_PORT),
+            "--model",
+            str(model_copy(tiny_gguf, tmp_path, "tiny-nat")),
+        ],
+    )
+    nodes.append(behind)
+    wait_started(behind)
+    public_address = f"{ROUTER_PUBLIC_IP}:{FORWARDED_PORT}"
+    # The public node saw its packets come from the router: the NATed node now advertises that.
+    wait_until(lambda: public_address in identity_of(behind).addresses, 20, "the observed public address")
+    assert public_address in token_of(behind).addresses
+
+    # A token holding nothing but that address admits a newcomer: it dialed through the forward.
+    mesh = token_of(behind)
+    only_public = InviteToken(mesh.mesh_id, mesh.secret, (public_address,)).encode()
+    late = start_on(other, tmp_path, "pub2", ["--join", only_public])
+    nodes.append(late)
+    wait_started(late)
+    wait_path(late, behind, "direct")
+    wait_answers(late, "tiny-nat")
