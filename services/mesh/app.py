@@ -81,6 +81,7 @@ class MeshNode:
         )
         self.endpoint.on_learned = self._on_learned
         self.redial = RedialSchedule(identity.node_id, random.Random())
+        self.endpoint.on_broke_protocol = self._on_broke_protocol
         self._observed_hosts: list[str] = []
         self._interface_hosts: list[str] = []
         self._port = 0
@@ -130,6 +131,9 @@ class MeshNode:
             if hosts != self._interface_hosts:
                 self._interface_hosts = hosts
                 self._refresh_addresses()
+
+    def _on_broke_protocol(self, node_id: str) -> None:
+        self.redial.broke_protocol(node_id, time.monotonic())
 
     def _on_learned(self, node_id: str, addresses: list[str]) -> None:
         self.redial.learn(node_id, addresses)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aioquic.asyncio import connect, serve
@@ -21,6 +22,7 @@ from services.mesh.handshake import ControlReader, Credentials, admit_as_dialer
 from services.mesh.incoming import IncomingStreams, StreamHandler
 from services.mesh.link import LinkEvents, PeerLink
 from services.mesh.quic import MeshQuicProtocol, peer_certificate_key, quic_configuration
+from services.mesh.redial import BROKE_PROTOCOL_COOLDOWN_S
 from services.proto.meshllm.mesh.v1 import wire_pb2
 
 logger = logging.getLogger("mesh.endpoint")
@@ -31,7 +33,7 @@ DIAL_TIMEOUT_S = 2.0
 RECOVERY_TIMEOUT_S = 1.5
 # How long the higher-id end of a lost link waits for the lower-id end's relayed link before it
 # dials one itself (the other end may not have noticed the loss, or may have no relay).
-RECOVERY_HEAD_START_S = 1.0
+RECOVERY_HEAD_START_S = 0.75
 
 
 class MeshEndpoint(IncomingStreams):
@@ -49,6 +51,8 @@ class MeshEndpoint(IncomingStreams):
         # peers (for at most RECOVERY_TIMEOUT_S) so a lost path is not mistaken for a lost node.
         self.recovering: dict[str, PeerLink] = {}
         self._link_added: dict[str, asyncio.Event] = {}
+        # Peers dropped for breaking the protocol: refused (dialing in, or through a relay) for a while.
+        self._banned_until: dict[str, float] = {}
         self.closing = False
         self.refused_count = 0
         self.dropped_streams = 0
@@ -62,6 +66,8 @@ class MeshEndpoint(IncomingStreams):
         self._server: QuicServer | None = None
         # Told of every peer (id, addresses) we hear of, so the redial schedule knows where to look.
         self.on_learned: Callable[[str, list[str]], None] | None = None
+        # Told of a peer dropped for breaking the protocol, so it is not redialed at once.
+        self.on_broke_protocol: Callable[[str], None] | None = None
 
     @property
     def node_id(self) -> str:
@@ -238,7 +244,20 @@ class MeshEndpoint(IncomingStreams):
 
     # ---- the link registry
 
+    def is_banned(self, node_id: str) -> bool:
+        until = self._banned_until.get(node_id)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._banned_until[node_id]
+            return False
+        return True
+
     def _add_link(self, link: PeerLink, protocol: MeshQuicProtocol | None) -> None:
+        if self.is_banned(link.node_id):
+            link.start(LinkEvents(self._on_frame, self._on_link_closed), protocol.close if protocol else None)
+            link.close("dropped a while ago for breaking the protocol")
+            return
         existing = self.links.get(link.node_id)
         if existing is not None and not existing.closed.is_set():
             if self._keep_existing(existing, link):
@@ -303,7 +322,12 @@ class MeshEndpoint(IncomingStreams):
         del self.links[link.node_id]
         for relayed in [other for other in self.links.values() if other.via is link]:
             relayed.close(f"relay {link.node_id[:8]} gone")
-        if self.closing or link.said_goodbye:
+        # Left, or dropped for breaking the protocol (DESIGN §3): gone, nothing to recover.
+        if link.broke_protocol:
+            self._banned_until[link.node_id] = time.monotonic() + BROKE_PROTOCOL_COOLDOWN_S
+            if self.on_broke_protocol is not None:
+                self.on_broke_protocol(link.node_id)
+        if self.closing or link.said_goodbye or link.broke_protocol:
             self._report_gone(link, reason)
             return
         # Lost, not left: the node may well be alive on the other side of a broken path.

@@ -23,6 +23,7 @@ logger = logging.getLogger("mesh.link")
 
 PING_INTERVAL_S = 1.0
 PEER_DEAD_AFTER_S = 3.5
+SILENCE_CHECK_S = 0.25
 RTT_SMOOTHING = 0.3
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -53,6 +54,7 @@ class PeerLink:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: str = ""
     said_goodbye: bool = False
+    broke_protocol: bool = False  # closed because the peer sent what the protocol forbids
     _ping_sent: dict[int, float] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _close_connection: Callable[[], None] | None = None
@@ -104,6 +106,7 @@ class PeerLink:
                 self.last_heard = time.monotonic()
                 await self._handle(frame, events)
         except FrameError as exc:
+            self.broke_protocol = True
             reason = f"protocol error: {exc}"
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             reason = f"connection lost: {exc or type(exc).__name__}"
@@ -128,13 +131,19 @@ class PeerLink:
 
     async def _ping_and_watch(self) -> None:
         seq = 0
+        next_ping = time.monotonic()
         while not self.closed.is_set():
-            seq += 1
-            self._ping_sent = {s: t for s, t in self._ping_sent.items() if s > seq - 10}
-            self._ping_sent[seq] = time.monotonic()
-            self.send(wire_pb2.WireFrame(ping=wire_pb2.Ping(seq=seq)))
+            now = time.monotonic()
+            if now >= next_ping:
+                seq += 1
+                self._ping_sent = {s: t for s, t in self._ping_sent.items() if s > seq - 10}
+                self._ping_sent[seq] = now
+                self.send(wire_pb2.WireFrame(ping=wire_pb2.Ping(seq=seq)))
+                next_ping = now + PING_INTERVAL_S
+            # Checked more often than pinged: a dead peer is called dead within SILENCE_CHECK_S of
+            # the deadline, not up to a whole ping interval later.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.closed.wait(), PING_INTERVAL_S)
+                await asyncio.wait_for(self.closed.wait(), SILENCE_CHECK_S)
             if time.monotonic() - self.last_heard > PEER_DEAD_AFTER_S:
                 self.close(f"silent for {PEER_DEAD_AFTER_S:.1f}s")
 

@@ -23,6 +23,8 @@ DIRECT_RETRY_S = 3.0
 FORGET_LOST_WHILE_ALONE_S = 600.0
 FORGET_LOST_WHILE_LINKED_S = 60.0
 MAX_ADDRESSES_PER_PEER = 8
+# A peer dropped for breaking the protocol is not redialed for this long (it may dial us itself).
+BROKE_PROTOCOL_COOLDOWN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class _Peer:
     failures: int = 0
     next_attempt_s: float = 0.0
     in_flight: bool = False
+    suspended_until_s: float = 0.0
 
 
 @dataclass
@@ -94,11 +97,18 @@ class RedialSchedule:
         for node_id, peer in self._peers.items():
             if peer.in_flight or peer.link == "direct" or now < peer.next_attempt_s or not peer.addresses:
                 continue
+            if now < peer.suspended_until_s:
+                continue
             if peer.link == "" and not peer.in_view and peer.lost_at_s is None:
                 continue  # heard of once, never linked, not in anyone's view: nothing says it lives
             peer.in_flight = True
             attempts.append(RedialAttempt(node_id, peer.addresses, direct_only=peer.link == "relayed"))
         return attempts
+
+    def broke_protocol(self, node_id: str, now: float) -> None:
+        """We dropped `node_id` for a protocol violation: leave it alone for a while."""
+        if node_id != self.local_node_id:
+            self._peer(node_id).suspended_until_s = now + BROKE_PROTOCOL_COOLDOWN_S
 
     def finished(self, node_id: str, linked: bool, now: float) -> None:
         peer = self._peers.get(node_id)
@@ -123,6 +133,7 @@ class RedialSchedule:
             if not peer.link
             and not peer.in_view
             and not peer.in_flight
+            and now >= peer.suspended_until_s
             and (peer.lost_at_s is None or now - peer.lost_at_s > keep_s)
         ]:
             del self._peers[node_id]

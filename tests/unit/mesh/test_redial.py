@@ -6,6 +6,7 @@ import itertools
 import random
 
 from services.mesh.redial import (
+    BROKE_PROTOCOL_COOLDOWN_S,
     DIRECT_RETRY_S,
     FORGET_LOST_WHILE_ALONE_S,
     FORGET_LOST_WHILE_LINKED_S,
@@ -118,3 +119,13 @@ def test_addresses_learned_later_come_first_and_stay_bounded() -> None:
     s.set_view({A: []})
     [attempt] = s.due(0.0)
     assert attempt.addresses[0] == "10.9.0.19:1" and len(attempt.addresses) <= 8
+
+
+def test_a_peer_dropped_for_breaking_the_protocol_is_left_alone_for_a_while() -> None:
+    s = schedule()
+    s.set_view({A: ["10.0.0.1:4000"]})
+    s.set_links({A: False}, 0.0)
+    s.broke_protocol(A, 0.0)
+    s.set_links({}, 0.0)
+    assert attempts_at(s, 10.0) == []
+    assert attempts_at(s, BROKE_PROTOCOL_COOLDOWN_S + 1) == [A]
