@@ -36,7 +36,7 @@ GOODBYE_FLUSH_S = 0.3
 RTT_REPUBLISH_MIN_DELTA_MS = 5.0
 RTT_REPUBLISH_MIN_RATIO = 0.3
 UPDATABLE_FIELDS = frozenset(
-    {"served", "models_on_disk", "models_wanted", "vram_bytes", "request_rate_per_min", "rtt_ms"}
+    {"served", "models_on_disk", "models_wanted", "vram_bytes", "request_rate_per_min", "rtt_ms", "addresses"}
 )
 
 
@@ -144,6 +144,7 @@ class GossipNode:
         if joined:
             self.send(self.protocol.on_peers_joined(joined))
             self.send(self.protocol.announce(joined))
+            await self._refresh_addresses()
         # A link reports 0 until its first pong: unmeasured is not "0 ms away" (placement would
         # take a far peer as the nearest split worker). A measured loopback RTT rounds to 0.1.
         rtts = {p.node_id: max(round(p.rtt_ms, 1), MIN_RTT_MS) for p in peers.peers if p.rtt_ms > 0}
@@ -151,6 +152,17 @@ class GossipNode:
             await self.update_local(gossip_pb2.NodeRecord(rtt_ms=rtts), ["rtt_ms"])
         elif left or joined:
             await self.notify()
+
+    async def _refresh_addresses(self) -> None:
+        """The mesh learns addresses after start (how peers see us through a NAT): publish them, so a
+        peer that lost us redials where we can be reached."""
+        try:
+            identity = await self.mesh.GetIdentity(mesh_pb2.GetIdentityRequest(), timeout=SEND_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            return
+        if list(identity.addresses) != list(self.state.local.addresses):
+            patch = gossip_pb2.NodeRecord(addresses=list(identity.addresses))
+            await self.update_local(patch, ["addresses"])
 
     async def rounds(self) -> None:
         while True:

@@ -18,6 +18,7 @@ import grpc
 
 from services.mesh.addresses import bind_host, interface_hosts, is_loopback_host, own_addresses
 from services.mesh.admission import AdmissionRefused
+from services.mesh.dial_race import AllAttemptsFailed
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
 from services.mesh.handshake import Credentials
@@ -181,22 +182,23 @@ class MeshNode:
 
     async def keep_connected(self) -> None:
         """While alone, keep dialing bootstrap addresses and peers we knew (after a restart)."""
-        last_problem = ""
+        logged: set[str] = set()  # each (address, problem) once while it lasts, not every retry
         while True:
-            if not self.endpoint.links:
-                for address in [*self.bootstrap, *self._remembered_addresses()]:
-                    if address in self.addresses:
-                        continue
-                    try:
-                        await self.endpoint.dial(address)
-                        break
-                    except (AdmissionRefused, ConnectionError, OSError) as exc:
-                        problem = f"{type(exc).__name__}: {exc}"
-                        if problem != last_problem:
+            if not self.endpoint.links and not self.endpoint.recovering:
+                addresses = [*self.bootstrap, *self._remembered_addresses()]
+                candidates = [a for a in dict.fromkeys(addresses) if a not in self.addresses]
+                try:
+                    # All at once: a token lists addresses that do not answer from everywhere.
+                    await self.endpoint.dial_any(candidates)
+                    logged.clear()
+                except AllAttemptsFailed as failed:
+                    for address, exc in zip(candidates, failed.errors, strict=False):
+                        problem = f"{address} {type(exc).__name__}: {exc}"
+                        if problem not in logged:
+                            logged.add(problem)
                             # A wrong token must be visible to the user, once, not retried silently.
                             level = logging.WARNING if isinstance(exc, AdmissionRefused) else logging.INFO
                             logger.log(level, "cannot join via %s: %s", address, exc)
-                            last_problem = problem
             await asyncio.sleep(RECONNECT_INTERVAL_S)
 
     def _remembered_addresses(self) -> list[str]:

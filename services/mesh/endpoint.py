@@ -34,6 +34,8 @@ RECOVERY_TIMEOUT_S = 1.5
 # How long the higher-id end of a lost link waits for the lower-id end's relayed link before it
 # dials one itself (the other end may not have noticed the loss, or may have no relay).
 RECOVERY_HEAD_START_S = 0.75
+# A direct link this quiet (two missed pings) loses to a relayed link the peer opens.
+STALE_DIRECT_LINK_S = 2.0
 
 
 class MeshEndpoint(IncomingStreams):
@@ -226,6 +228,8 @@ class MeshEndpoint(IncomingStreams):
                 )
         except (ConnectionError, TimeoutError):
             return False
+        if self.links.get(node_id) is not link:
+            return node_id in self.links  # the peer kept another link (a tie-break), or it closed
         logger.info("peer reached through relay", extra={"peer": node_id[:8], "via": link.via.node_id[:8]})  # type: ignore[union-attr]
         return True
 
@@ -290,6 +294,10 @@ class MeshEndpoint(IncomingStreams):
     def _keep_existing(self, existing: PeerLink, new: PeerLink) -> bool:
         """Both ends must pick the same connection: direct beats relayed, then the lower dialer id."""
         if existing.is_relayed != new.is_relayed:
+            if not existing.is_relayed and time.monotonic() - existing.last_heard > STALE_DIRECT_LINK_S:
+                # The peer came through a relay while our direct link to it has gone quiet: it saw
+                # that link die first (its silence deadline passed before ours). Take the relay.
+                return False
             return not existing.is_relayed
         return existing.dialed_by <= new.dialed_by
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.node_status import mesh_view
 from services.mesh.invite import InviteToken
 from tests.support.netns import Host, Testbed, netns_testbed
 from tests.support.netns_mesh import (
@@ -108,6 +109,14 @@ def test_with_a_port_forward_peers_dial_the_natd_node_at_its_learned_public_addr
     # The public node saw its packets come from the router: the NATed node now advertises that.
     wait_until(lambda: public_address in identity_of(behind).addresses, 20, "the observed public address")
     assert public_address in token_of(behind).addresses
+    # ...and gossips it, so a peer that loses the link redials where the node can be reached.
+    behind_id = identity_of(behind).node_id
+
+    def gossiped_addresses() -> list[str]:
+        records = {r.node_id: r for r in mesh_view(first.node_home).nodes}
+        return list(records[behind_id].addresses) if behind_id in records else []
+
+    wait_until(lambda: public_address in gossiped_addresses(), 20, "the public address in gossip")
 
     # A token holding nothing but that address admits a newcomer: it dialed through the forward.
     mesh = token_of(behind)
