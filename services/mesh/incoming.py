@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
 from services.mesh.addresses import join_address
@@ -32,7 +33,7 @@ STREAM_REFUSED_ERROR = 0x10
 StreamHandler = Callable[[str, bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class IncomingStreams:
+class IncomingStreams(ABC):
     """The accepting half of MeshEndpoint (which provides the state declared here)."""
 
     credentials: Credentials
@@ -43,17 +44,17 @@ class IncomingStreams:
     _link_of: dict[MeshQuicProtocol, PeerLink]
 
     @property
-    def node_id(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def node_id(self) -> str: ...
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _spawn(self, coroutine: Awaitable[None]) -> None: ...
 
-    def _add_link(self, link: PeerLink, protocol: MeshQuicProtocol | None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _add_link(self, link: PeerLink, protocol: MeshQuicProtocol | None) -> None: ...
 
-    def admitted_frame(self, observed_address: str = "") -> wire_pb2.Admitted:
-        raise NotImplementedError
+    @abstractmethod
+    def admitted_frame(self, observed_address: str = "") -> wire_pb2.Admitted: ...
 
     def _drop_stream(
         self, writer: asyncio.StreamWriter, reason: str, carrier: PeerLink | None = None
