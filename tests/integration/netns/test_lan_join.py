@@ -4,20 +4,18 @@ own address on a bridge, so nothing here can pass through a shared loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from services.mesh.addresses import is_loopback
-from tests.support.netns import Testbed, netns_testbed
+from tests.support.netns import Testbed
 from tests.support.netns_mesh import (
     listed_models,
     meshctl,
     model_copy,
     start_on,
-    stop_all,
     token_of,
     wait_answers,
     wait_path,
@@ -26,15 +24,6 @@ from tests.support.netns_mesh import (
 from tests.support.node import RunningNode
 
 pytestmark = pytest.mark.integration
-
-testbed = pytest.fixture(netns_testbed, name="testbed")
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[RunningNode]]:
-    started: list[RunningNode] = []
-    yield started
-    stop_all(started)
 
 
 def test_the_second_machine_joins_with_only_the_token(

@@ -6,20 +6,18 @@ mesh learned from its peers (no --advertise)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.cli.node_status import mesh_view
 from services.mesh.invite import InviteToken
-from tests.support.netns import Host, Testbed, netns_testbed
+from tests.support.netns import Host, Testbed
 from tests.support.netns_mesh import (
     identity_of,
     model_copy,
     path_to,
     start_on,
-    stop_all,
     token_of,
     wait_answers,
     wait_path,
@@ -29,16 +27,8 @@ from tests.support.node import RunningNode, wait_until
 
 pytestmark = pytest.mark.integration
 
-testbed = pytest.fixture(netns_testbed, name="testbed")
 ROUTER_PUBLIC_IP = "198.51.100.1"
 FORWARDED_PORT = 40123
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[RunningNode]]:
-    started: list[RunningNode] = []
-    yield started
-    stop_all(started)
 
 
 def network(testbed: Testbed) -> tuple[Host, Host, Host, Host]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Host, Testbed, netns_testbed
+from tests.support.netns import Host, Testbed
 from tests.support.netns_mesh import (
     answers,
     listed_models,
@@ -27,7 +27,6 @@ from tests.support.node import RunningNode, wait_until
 
 pytestmark = pytest.mark.integration
 
-testbed = pytest.fixture(netns_testbed, name="testbed")
 NODES = 5
 CUT_S = 20.0
 HEALED_WITHIN_S = 15.0

@@ -5,12 +5,11 @@ whatever the others gossip about it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Testbed, netns_testbed
+from tests.support.netns import Testbed
 from tests.support.netns_mesh import (
     listed_models,
     meshctl,
@@ -18,7 +17,6 @@ from tests.support.netns_mesh import (
     node_id,
     peers_of,
     start_on,
-    stop_all,
     wait_answers,
     wait_path,
     wait_started,
@@ -27,16 +25,8 @@ from tests.support.node import RunningNode, wait_until
 
 pytestmark = pytest.mark.integration
 
-testbed = pytest.fixture(netns_testbed, name="testbed")
 STEADY_WATCH_S = 8.0
 SAMPLE_EVERY_S = 0.5
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[RunningNode]]:
-    started: list[RunningNode] = []
-    yield started
-    stop_all(started)
 
 
 def test_a_host_reachable_only_through_another_is_served_through_it(

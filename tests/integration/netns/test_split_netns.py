@@ -5,32 +5,23 @@ answer exactly like the same split loaded the stock way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.link_simulator import LinkConditions, LinkSimulator
-from tests.support.netns import Testbed, netns_testbed
-from tests.support.netns_mesh import node_id, peers_of, start_on, stop_all, wait_path, wait_started
+from tests.support.netns import Testbed
+from tests.support.netns_mesh import node_id, peers_of, start_on, wait_path, wait_started
 from tests.support.node import RunningNode, wait_until
 from tests.support.split import SPLIT_READY_TIMEOUT_S, copies_of, max_vram, plan_text, tunnels
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.integration
 
-testbed = pytest.fixture(netns_testbed, name="testbed")
 MODEL = "tiny-netsplit"
 WORKER_PORT = 40211
 ONE_WAY_DELAY_MS = 5.0
 PROMPT = "The lighthouse keeper climbed the stairs as the storm rolled in, and"
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[RunningNode]]:
-    started: list[RunningNode] = []
-    yield started
-    stop_all(started)
 
 
 def completion(node: RunningNode) -> str:

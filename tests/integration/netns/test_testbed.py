@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.netns import NETNS_DIR, NS_PREFIX, Host, Testbed, netns_testbed, netns_unavailable_reason
+from tests.support.netns import NETNS_DIR, NS_PREFIX, Host, Testbed, netns_unavailable_reason
 from tests.support.node import wait_until
 
 pytestmark = pytest.mark.integration
 
-testbed = pytest.fixture(netns_testbed, name="testbed")
 
 SERVER_READY_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 3.0  # a path that should work: resend until a reply comes, at most this long
