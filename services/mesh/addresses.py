@@ -100,3 +100,41 @@ def own_addresses(
 
 def only_loopback(addresses: Iterable[str]) -> bool:
     return all(is_loopback(a) for a in addresses)
+
+
+class OwnAddresses:
+    """What this node advertises, kept current as interfaces change and peers report how they see us."""
+
+    MAX_OBSERVED = 2
+
+    def __init__(self, bind: str, port: int, advertised: Sequence[str], local_hosts: Sequence[str]) -> None:
+        self._bind = bind
+        self._port = port
+        self._advertised = tuple(advertised)
+        self._local_hosts = list(local_hosts)
+        self._observed_hosts: list[str] = []
+        self.current = self._compute()
+
+    def _compute(self) -> tuple[str, ...]:
+        return own_addresses(
+            self._bind, self._port, self._advertised, self._observed_hosts, self._local_hosts
+        )
+
+    def observed(self, host: str) -> bool:
+        """A peer saw our packets come from `host` (behind a NAT: our public side). True if that
+        changed what we advertise."""
+        if is_loopback_host(host) or host in self._observed_hosts or host in self._local_hosts:
+            return False
+        self._observed_hosts = [host, *self._observed_hosts][: self.MAX_OBSERVED]
+        return self._update()
+
+    def interfaces(self, local_hosts: Sequence[str]) -> bool:
+        """The interfaces now have these addresses. True if that changed what we advertise."""
+        self._local_hosts = list(local_hosts)
+        return self._update()
+
+    def _update(self) -> bool:
+        fresh = self._compute()
+        changed = fresh != self.current
+        self.current = fresh
+        return changed

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import socket
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from services.mesh.addresses import bind_host, interface_hosts, is_loopback_host, own_addresses
-from services.mesh.admission import AdmissionRefused
-from services.mesh.dial_race import AllAttemptsFailed
+from services.mesh.addresses import OwnAddresses, bind_host, interface_hosts
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
 from services.mesh.handshake import Credentials
@@ -26,7 +22,7 @@ from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
 from services.mesh.membership import MeshMembership, load_or_create_membership
-from services.mesh.redial import RedialAttempt, RedialSchedule
+from services.mesh.reconnect import PeerKeeper
 from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
 from services.mesh.tunnels import TunnelListeners, splice_to_local_port
 from services.node.config import NodeConfig
@@ -37,8 +33,6 @@ from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
 logger = logging.getLogger("mesh")
 
-RECONNECT_INTERVAL_S = 2.0
-REDIAL_TICK_S = 0.25
 MAX_INVITE_ADDRESSES = 8  # InviteToken.MAX_ADDRESSES
 # Interfaces come and go (Wi-Fi, VPN, DHCP): re-read them this often for the addresses we advertise.
 INTERFACE_REFRESH_S = 30.0
@@ -80,12 +74,8 @@ class MeshNode:
             self._peers_changed,
             self._on_observed,
         )
-        self.endpoint.on_learned = self._on_learned
-        self.redial = RedialSchedule(identity.node_id, random.Random())
-        self.endpoint.on_broke_protocol = self._on_broke_protocol
-        self._observed_hosts: list[str] = []
-        self._interface_hosts: list[str] = []
-        self._port = 0
+        self.keeper = PeerKeeper(self.endpoint, bootstrap, config.home / KNOWN_PEERS_FILE)
+        self.own: OwnAddresses | None = None
         self.tunnels = TunnelListeners(
             lambda peer: self.endpoint.links.get(peer), self.rpc.carry_from_llama_server
         )
@@ -95,9 +85,8 @@ class MeshNode:
     async def start(self) -> None:
         host = bind_host(self.config.bind_ip)
         port = await self.endpoint.listen(host, self.config.bind_port or self._previous_port())
-        self._port = port
-        self._interface_hosts = interface_hosts()
-        self._refresh_addresses()
+        self.own = OwnAddresses(host, port, self.config.advertise, await asyncio.to_thread(interface_hosts))
+        self._advertise()
         (self.config.node_home.run / "mesh-port").write_text(str(port))
         if self.rpc.fast_path is not None:
             # Same number as the QUIC port only when the user pinned it (one number to forward on
@@ -106,69 +95,22 @@ class MeshNode:
             await self.rpc.fast_path.start(host, port if self.config.bind_port else 0)
         logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
 
-    def _refresh_addresses(self) -> None:
-        addresses = own_addresses(
-            bind_host(self.config.bind_ip),
-            self._port,
-            self.config.advertise,
-            self._observed_hosts,
-            self._interface_hosts,
-        )
-        if addresses != self.endpoint.credentials.addresses:
-            self.endpoint.credentials.addresses = addresses
-            logger.info("advertising", extra={"addresses": ",".join(addresses)})
+    def _advertise(self) -> None:
+        assert self.own is not None, "listening"
+        self.endpoint.credentials.addresses = self.own.current
+        logger.info("advertising", extra={"addresses": ",".join(self.own.current)})
 
     def _on_observed(self, host: str) -> None:
         """A peer saw our packets come from `host`: behind a NAT, our public side (STUN-like)."""
-        if is_loopback_host(host) or host in self._observed_hosts or host in self._interface_hosts:
-            return
-        self._observed_hosts = [host, *self._observed_hosts][:2]
-        self._refresh_addresses()
+        if self.own is not None and self.own.observed(host):
+            self._advertise()
 
     async def follow_interfaces(self) -> None:
         while True:
             await asyncio.sleep(INTERFACE_REFRESH_S)
             hosts = await asyncio.to_thread(interface_hosts)
-            if hosts != self._interface_hosts:
-                self._interface_hosts = hosts
-                self._refresh_addresses()
-
-    def _on_broke_protocol(self, node_id: str) -> None:
-        self.redial.broke_protocol(node_id, time.monotonic())
-
-    def _on_learned(self, node_id: str, addresses: list[str]) -> None:
-        self.redial.learn(node_id, addresses)
-
-    async def on_view(self, view: gossip_pb2.MeshView) -> None:
-        """Who is alive in the mesh as gossip tells it: the peers worth redialing when unlinked."""
-        self.redial.set_view({r.node_id: list(r.addresses) for r in view.nodes if not r.leaving})
-
-    async def keep_redialing(self) -> None:
-        """Lost links come back: redial peers that may be alive, directly and through relays."""
-        while True:
-            now = time.monotonic()
-            for attempt in self.redial.due(now):
-                task = asyncio.ensure_future(self._redial(attempt))
-                self._notifications.add(task)
-                task.add_done_callback(self._notifications.discard)
-            await asyncio.sleep(REDIAL_TICK_S)
-
-    async def _redial(self, attempt: RedialAttempt) -> None:
-        linked = False
-        try:
-            relays = [] if attempt.direct_only else self.endpoint.direct_links()
-            linked = await self.endpoint.connect_peer(
-                attempt.node_id, attempt.addresses, relays, direct_only=attempt.direct_only
-            )
-        finally:
-            self.redial.set_links(self._link_paths(), time.monotonic())
-            self.redial.finished(attempt.node_id, linked, time.monotonic())
-
-    def _link_paths(self) -> dict[str, bool]:
-        paths = {node_id: link.is_relayed for node_id, link in self.endpoint.links.items()}
-        for node_id, link in self.endpoint.recovering.items():
-            paths.setdefault(node_id, link.is_relayed)
-        return paths
+            if self.own is not None and self.own.interfaces(hosts):
+                self._advertise()
 
     def _previous_port(self) -> int:
         """Come back on the same UDP port after a restart, so peers that remember us can redial."""
@@ -180,45 +122,12 @@ class MeshNode:
     def addresses(self) -> tuple[str, ...]:
         return self.endpoint.credentials.addresses
 
-    async def keep_connected(self) -> None:
-        """While alone, keep dialing bootstrap addresses and peers we knew (after a restart)."""
-        logged: set[str] = set()  # each (address, problem) once while it lasts, not every retry
-        while True:
-            if not self.endpoint.links and not self.endpoint.recovering:
-                addresses = [*self.bootstrap, *self._remembered_addresses()]
-                candidates = [a for a in dict.fromkeys(addresses) if a not in self.addresses]
-                try:
-                    # All at once: a token lists addresses that do not answer from everywhere.
-                    await self.endpoint.dial_any(candidates)
-                    logged.clear()
-                except AllAttemptsFailed as failed:
-                    for address, exc in zip(candidates, failed.errors, strict=False):
-                        problem = f"{address} {type(exc).__name__}: {exc}"
-                        if problem not in logged:
-                            logged.add(problem)
-                            # A wrong token must be visible to the user, once, not retried silently.
-                            level = logging.WARNING if isinstance(exc, AdmissionRefused) else logging.INFO
-                            logger.log(level, "cannot join via %s: %s", address, exc)
-            await asyncio.sleep(RECONNECT_INTERVAL_S)
-
-    def _remembered_addresses(self) -> list[str]:
-        with contextlib.suppress(OSError, ValueError):
-            return list(json.loads((self.config.home / KNOWN_PEERS_FILE).read_text()))
-        return []
-
     def _peers_changed(self) -> None:
-        for link in self.endpoint.links.values():
-            self.redial.learn(link.node_id, link.peer.addresses)
-        self.redial.set_links(self._link_paths(), time.monotonic())
+        self.keeper.links_changed()
         current = set(self.endpoint.links)
         for gone in self._known_links - current:
             self.tunnels.peer_gone(gone)
         self._known_links = current
-        addresses = [
-            a for link in self.endpoint.links.values() if not link.is_relayed for a in link.peer.addresses
-        ]
-        with contextlib.suppress(OSError):
-            (self.config.home / KNOWN_PEERS_FILE).write_text(json.dumps(addresses[:32]))
         task = asyncio.ensure_future(self._notify_peers())
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
@@ -411,12 +320,10 @@ async def run_mesh(config: NodeConfig) -> None:
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
     gossip_channel = open_channel(home, "gossip")
     gossip = gossip_pb2_grpc.GossipStub(gossip_channel)
-    tasks = [
-        node.keep_connected(),
-        node.keep_redialing(),
-        node.follow_interfaces(),
-        follow_stream("gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.on_view, logger),
-    ]
+    view = follow_stream(
+        "gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.keeper.on_view, logger
+    )
+    tasks = [node.keeper.keep_joined(), node.keeper.keep_redialing(), node.follow_interfaces(), view]
     runner_channel = None
     if not config.client:
         runner_channel = open_channel(home, "runner")
@@ -429,6 +336,7 @@ async def run_mesh(config: NodeConfig) -> None:
     try:
         await run_until_signalled(server, *tasks)
     finally:
+        node.keeper.close()
         node.tunnels.close()
         if node.rpc.fast_path is not None:
             node.rpc.fast_path.close()

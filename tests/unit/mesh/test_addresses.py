@@ -7,6 +7,7 @@ import pytest
 from services.mesh.addresses import (
     ALL_INTERFACES,
     MAX_OWN_ADDRESSES,
+    OwnAddresses,
     interface_hosts,
     is_loopback,
     join_address,
@@ -78,3 +79,14 @@ def test_split_refuses_what_is_not_host_port(bad: str) -> None:
 def test_only_loopback() -> None:
     assert only_loopback(["127.0.0.1:1", "localhost:2", "[::1]:3"])
     assert not only_loopback(["127.0.0.1:1", "10.0.0.1:2"])
+
+
+def test_own_addresses_follow_what_peers_observe_and_the_interfaces() -> None:
+    own = OwnAddresses(ALL_INTERFACES, 4000, (), ["10.0.0.2"])
+    assert own.current == ("10.0.0.2:4000",)
+    assert own.observed("203.0.113.9")  # a NAT's public side, with our port
+    assert own.current == ("203.0.113.9:4000", "10.0.0.2:4000")
+    assert not own.observed("203.0.113.9") and not own.observed("10.0.0.2") and not own.observed("127.0.0.1")
+    assert own.interfaces(["10.0.0.3"])  # DHCP gave us another address
+    assert own.current == ("203.0.113.9:4000", "10.0.0.3:4000")
+    assert not own.interfaces(["10.0.0.3"])
