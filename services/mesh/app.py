@@ -76,9 +76,7 @@ class MeshNode:
         )
         self.keeper = PeerKeeper(self.endpoint, bootstrap, config.home / KNOWN_PEERS_FILE)
         self.own: OwnAddresses | None = None
-        self.tunnels = TunnelListeners(
-            lambda peer: self.endpoint.links.get(peer), self.rpc.carry_from_llama_server
-        )
+        self.tunnels = TunnelListeners(self.endpoint.current_link, self.rpc.carry_from_llama_server)
         self._known_links: set[str] = set()
         self._notifications: set[asyncio.Task[None]] = set()
 
@@ -124,7 +122,7 @@ class MeshNode:
 
     def _peers_changed(self) -> None:
         self.keeper.links_changed()
-        current = set(self.endpoint.links)
+        current = set(self.endpoint.links) | set(self.endpoint.recovering)
         for gone in self._known_links - current:
             self.tunnels.peer_gone(gone)
         self._known_links = current

@@ -359,6 +359,13 @@ class MeshEndpoint(IncomingStreams):
         if node_id not in self.links and lost is not None:
             self._report_gone(lost, reason)
 
+    async def current_link(self, node_id: str) -> PeerLink | None:
+        """The link to `node_id`; while a lost one is being replaced through a relay, the new one
+        (a tunnel opened in that second waits for it rather than failing)."""
+        if node_id not in self.links and node_id in self.recovering:
+            await self._wait_for_link(node_id, RECOVERY_HEAD_START_S + RECOVERY_TIMEOUT_S)
+        return self.links.get(node_id)
+
     async def _wait_for_link(self, node_id: str, timeout_s: float) -> None:
         if node_id in self.links:
             return

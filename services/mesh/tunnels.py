@@ -29,7 +29,7 @@ class TunnelListeners:
     llama-server to one worker, one listener per worker and model) go to `carry_rpc`.
     """
 
-    def __init__(self, find_link: Callable[[str], PeerLink | None], carry_rpc: CarryRpc) -> None:
+    def __init__(self, find_link: Callable[[str], Awaitable[PeerLink | None]], carry_rpc: CarryRpc) -> None:
         self._find_link = find_link
         self._carry_rpc = carry_rpc
         self._servers: dict[tuple[str, int, str, str], asyncio.Server] = {}
@@ -56,7 +56,7 @@ class TunnelListeners:
     ) -> None:
         peer_id, kind, model, model_path = key
         _no_delay(writer)
-        link = self._find_link(peer_id)
+        link = await self._find_link(peer_id)
         if link is None:
             writer.close()
             return

@@ -85,7 +85,7 @@ async def make_pair(tmp_path: Path, rpc_port: int, model: Path, fast_path_open: 
     host_rpc = RpcTunnels(None)
     host = endpoint(token, "host", {})
     worker_rpc.local_servers[MODEL] = LocalRpcServer(rpc_port, str(model), host.node_id)
-    listeners = TunnelListeners(lambda peer: host.links.get(peer), host_rpc.carry_from_llama_server)
+    listeners = TunnelListeners(host.current_link, host_rpc.carry_from_llama_server)
     link = await host.dial(f"127.0.0.1:{worker_port}")
     return Pair(host, worker, host_rpc, worker_rpc, listeners, link)
 
