@@ -31,6 +31,15 @@ def start_on(host: Host, root: Path, name: str, args: list[str]) -> RunningNode:
     return RunningNode(root / name, free_port(), free_port(), ["--name", name, *args], host=host).start()
 
 
+def launch(nodes: list[RunningNode], host: Host, root: Path, name: str, args: list[str]) -> RunningNode:
+    """Start a node on `host`, add it to `nodes` (so it is stopped whatever happens), wait for its
+    ready screen."""
+    node = start_on(host, root, name, args)
+    nodes.append(node)
+    wait_started(node)
+    return node
+
+
 def wait_started(node: RunningNode) -> None:
     """The ready screen is up (the node printed its invite and peers)."""
     wait_until(lambda: "Ctrl-C" in node.cli_output(), NODE_READY_TIMEOUT_S, f"{node.home.name} to start")

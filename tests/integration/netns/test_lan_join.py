@@ -12,14 +12,13 @@ import pytest
 from services.mesh.addresses import is_loopback
 from tests.support.netns import Testbed
 from tests.support.netns_mesh import (
+    launch,
     listed_models,
     meshctl,
     model_copy,
-    start_on,
     token_of,
     wait_answers,
     wait_path,
-    wait_started,
 )
 from tests.support.node import RunningNode
 
@@ -35,18 +34,14 @@ def test_the_second_machine_joins_with_only_the_token(
     two.attach(lan, "10.77.1.2/24")
     model = model_copy(tiny_gguf, tmp_path, "tiny-lan")
 
-    first = start_on(one, tmp_path, "one", ["--model", str(model)])
-    nodes.append(first)
-    wait_started(first)
+    first = launch(nodes, one, tmp_path, "one", ["--model", str(model)])
     token = token_of(first)
     assert any(a.startswith(f"{ip_one}:") for a in token.addresses), token.addresses
     assert not any(is_loopback(a) for a in token.addresses), "loopback only as a last resort"
     assert f"{ip_one}:" in first.cli_output()  # the ready screen says where others can reach it
     assert "warning" not in first.cli_output()
 
-    second = start_on(two, tmp_path, "two", ["--join", first.invite()])
-    nodes.append(second)
-    wait_started(second)
+    second = launch(nodes, two, tmp_path, "two", ["--join", first.invite()])
     wait_path(second, first, "direct")
     wait_path(first, second, "direct")
     wait_answers(second, "tiny-lan")
@@ -61,9 +56,7 @@ def test_the_api_and_console_stay_on_loopback_while_the_mesh_port_is_open(
     one, two = testbed.host("one"), testbed.host("two")
     ip_one = one.attach(lan, "10.77.2.1/24")
     two.attach(lan, "10.77.2.2/24")
-    first = start_on(one, tmp_path, "one", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-sec"))])
-    nodes.append(first)
-    wait_started(first)
+    first = launch(nodes, one, tmp_path, "one", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-sec"))])
     assert first.http("GET", f"http://127.0.0.1:{first.api_port}/v1/models", timeout=5).status_code == 200
     for port in (first.api_port, first.console_port):
         with pytest.raises(httpx.ConnectError):
@@ -74,9 +67,9 @@ def test_a_machine_without_network_warns_that_its_token_only_works_here(
     testbed: Testbed, nodes: list[RunningNode], tmp_path: Path, tiny_gguf: Path
 ) -> None:
     lone = testbed.host("lone")  # loopback only
-    node = start_on(lone, tmp_path, "lone", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-lone"))])
-    nodes.append(node)
-    wait_started(node)
+    node = launch(
+        nodes, lone, tmp_path, "lone", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-lone"))]
+    )
     assert all(is_loopback(a) for a in token_of(node).addresses)
     output = node.cli_output()
     assert "warning" in output and "only loopback" in output, output

@@ -15,13 +15,12 @@ from services.mesh.invite import InviteToken
 from tests.support.netns import Host, Testbed
 from tests.support.netns_mesh import (
     identity_of,
+    launch,
     model_copy,
     path_to,
-    start_on,
     token_of,
     wait_answers,
     wait_path,
-    wait_started,
 )
 from tests.support.node import RunningNode, wait_until
 
@@ -48,25 +47,22 @@ def test_a_node_behind_nat_joins_and_serves_without_a_port_forward(
     testbed: Testbed, nodes: list[RunningNode], tmp_path: Path, tiny_gguf: Path
 ) -> None:
     _, inside, public, other = network(testbed)
-    first = start_on(public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))])
-    nodes.append(first)
-    wait_started(first)
-    behind = start_on(
+    first = launch(
+        nodes, public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))]
+    )
+    behind = launch(
+        nodes,
         inside,
         tmp_path,
         "nat",
         ["--join", first.invite(), "--model", str(model_copy(tiny_gguf, tmp_path, "tiny-nat"))],
     )
-    nodes.append(behind)
-    wait_started(behind)
     wait_path(first, behind, "direct")  # the link the NATed node dialed
     wait_answers(first, "tiny-nat")
     wait_answers(behind, "tiny-pub")
 
     # A second public node cannot dial the NATed one, yet reaches it (it dials out, or a relay).
-    late = start_on(other, tmp_path, "pub2", ["--join", first.invite()])
-    nodes.append(late)
-    wait_started(late)
+    late = launch(nodes, other, tmp_path, "pub2", ["--join", first.invite()])
     wait_until(lambda: path_to(late, behind) != "", 20, "the late node to reach the NATed node")
     wait_answers(late, "tiny-nat")
 
@@ -77,10 +73,11 @@ def test_with_a_port_forward_peers_dial_the_natd_node_at_its_learned_public_addr
     router, inside, public, other = network(testbed)
     router.forward_port(FORWARDED_PORT, "10.77.50.2", FORWARDED_PORT, "udp")
     router.forward_port(FORWARDED_PORT, "10.77.50.2", FORWARDED_PORT, "tcp")
-    first = start_on(public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))])
-    nodes.append(first)
-    wait_started(first)
-    behind = start_on(
+    first = launch(
+        nodes, public, tmp_path, "pub", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-pub"))]
+    )
+    behind = launch(
+        nodes,
         inside,
         tmp_path,
         "nat",
@@ -93,8 +90,6 @@ def test_with_a_port_forward_peers_dial_the_natd_node_at_its_learned_public_addr
             str(model_copy(tiny_gguf, tmp_path, "tiny-nat")),
         ],
     )
-    nodes.append(behind)
-    wait_started(behind)
     public_address = f"{ROUTER_PUBLIC_IP}:{FORWARDED_PORT}"
     # The public node saw its packets come from the router: the NATed node now advertises that.
     wait_until(lambda: public_address in identity_of(behind).addresses, 20, "the observed public address")
@@ -111,8 +106,6 @@ def test_with_a_port_forward_peers_dial_the_natd_node_at_its_learned_public_addr
     # A token holding nothing but that address admits a newcomer: it dialed through the forward.
     mesh = token_of(behind)
     only_public = InviteToken(mesh.mesh_id, mesh.secret, (public_address,)).encode()
-    late = start_on(other, tmp_path, "pub2", ["--join", only_public])
-    nodes.append(late)
-    wait_started(late)
+    late = launch(nodes, other, tmp_path, "pub2", ["--join", only_public])
     wait_path(late, behind, "direct")
     wait_answers(late, "tiny-nat")

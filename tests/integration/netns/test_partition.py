@@ -14,6 +14,7 @@ import pytest
 from tests.support.netns import Host, Testbed
 from tests.support.netns_mesh import (
     answers,
+    launch,
     listed_models,
     model_copy,
     path_to,
@@ -68,11 +69,9 @@ def mesh(testbed: Testbed, tmp_path: Path, tiny_gguf: Path) -> Iterator[tuple[li
         host.attach(lan, f"10.77.40.{i + 1}/24")
     nodes: list[RunningNode] = []
     try:
-        first = start_on(
-            hosts[0], tmp_path, "n0", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-p0"))]
+        first = launch(
+            nodes, hosts[0], tmp_path, "n0", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-p0"))]
         )
-        nodes.append(first)
-        wait_started(first)
         token = first.invite()
         for i in range(1, NODES):
             # n0..n2 serve a model each; n3 and n4 only join (they still relay and route).

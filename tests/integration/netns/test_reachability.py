@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.netns import Testbed
 from tests.support.netns_mesh import (
+    launch,
     listed_models,
     meshctl,
     model_copy,
@@ -39,9 +40,7 @@ def test_a_host_reachable_only_through_another_is_served_through_it(
     b.attach(right, "10.77.22.2/24")  # b has a leg on each LAN and routes nothing
     c.attach(right, "10.77.22.3/24")
 
-    middle = start_on(b, tmp_path, "b", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-b"))])
-    nodes.append(middle)
-    wait_started(middle)
+    middle = launch(nodes, b, tmp_path, "b", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-b"))])
     token = middle.invite()
     west = start_on(
         a, tmp_path, "a", ["--join", token, "--model", str(model_copy(tiny_gguf, tmp_path, "tiny-a"))]
@@ -74,9 +73,7 @@ def test_a_peer_no_path_reaches_is_unreachable_from_here_and_never_listed(
     y.attach(lans[2], "10.77.33.3/24")
     z.attach(lans[2], "10.77.33.4/24")
 
-    node_x = start_on(x, tmp_path, "x", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-x"))])
-    nodes.append(node_x)
-    wait_started(node_x)
+    node_x = launch(nodes, x, tmp_path, "x", ["--model", str(model_copy(tiny_gguf, tmp_path, "tiny-x"))])
     node_w = start_on(w, tmp_path, "w", ["--join", node_x.invite()])
     node_y = start_on(y, tmp_path, "y", ["--join", node_x.invite()])
     nodes += [node_w, node_y]

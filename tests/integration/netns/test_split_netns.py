@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.link_simulator import LinkConditions, LinkSimulator
 from tests.support.netns import Testbed
-from tests.support.netns_mesh import node_id, peers_of, start_on, wait_path, wait_started
+from tests.support.netns_mesh import launch, node_id, peers_of, wait_path
 from tests.support.node import RunningNode, wait_until
 from tests.support.split import SPLIT_READY_TIMEOUT_S, copies_of, max_vram, plan_text, tunnels
 from tests.support.tiny_gguf import write_tiny_llama_gguf
@@ -57,23 +57,21 @@ def test_a_split_across_two_namespaces_through_the_link_simulator(
         netns=link_ns.ns,
     ).start()
     try:
-        worker = start_on(
+        worker = launch(
+            nodes,
             worker_ns,
             tmp_path,
             "worker",
             ["--model", str(disks["worker"]), "--max-vram", max_vram(model, 0.6),
              "--bind-port", str(WORKER_PORT), "--advertise", f"{link_ip}:{WORKER_PORT}"],
         )  # fmt: skip
-        nodes.append(worker)
-        wait_started(worker)
-        host = start_on(
+        host = launch(
+            nodes,
             host_ns,
             tmp_path,
             "host",
             ["--join", worker.invite(), "--model", str(disks["host"]), "--max-vram", max_vram(model, 0.7)],
         )
-        nodes.append(host)
-        wait_started(host)
         wait_path(host, worker, "direct")
         wait_until(lambda: completion(host), SPLIT_READY_TIMEOUT_S, "the split to answer")
         assert "split_host" in plan_text(host) and "split_worker" in plan_text(worker)
