@@ -62,6 +62,30 @@ def check_record(record: gossip_pb2.NodeRecord) -> None:
     _check_served(record.served)
     _check_number_map(record.request_rate_per_min, "request_rate_per_min")
     _check_number_map(record.rtt_ms, "rtt_ms")
+    _check_pool(record)
+
+
+def _check_pool(record: gossip_pb2.NodeRecord) -> None:
+    """Adoptions, models seen served and file transfers: counts, text sizes, finite numbers."""
+    _check_count(record.adopted, MAX_MODELS_PER_RECORD, "adopted models")
+    _check_count(record.models_seen, MAX_MODELS_PER_RECORD, "models seen")
+    _check_count(record.fetching, MAX_MODELS_PER_RECORD, "file transfers")
+    texts = [a.model for a in record.adopted] + [m.name for m in record.models_seen]
+    texts += [m.sha256 for m in record.models_seen] + [f.name for f in record.fetching]
+    texts += [f.sha256 for f in record.fetching] + [f.error for f in record.fetching]
+    _check_texts(texts, "pool text field")
+    _check_texts([a.reason for a in record.adopted], "adoption reason", MAX_PATH_CHARS)
+    numbers = [a.since_unix_s for a in record.adopted] + [m.last_served_unix_s for m in record.models_seen]
+    numbers += [f.bytes_per_s for f in record.fetching]
+    if numbers and not (all(map(math.isfinite, numbers)) and min(numbers) >= 0.0):
+        raise InvalidRecord("pool times and rates must be finite and non-negative")
+    sizes = [m.bytes for m in record.models_seen] + [f.bytes_total for f in record.fetching]
+    sizes += [f.bytes_done for f in record.fetching]
+    if sizes and min(sizes) < 0:
+        raise InvalidRecord("pool byte counts must be non-negative")
+    for transfer in record.fetching:
+        _check_count(transfer.source_node_ids, MAX_ADDRESSES_PER_RECORD, "transfer sources")
+        _check_texts(transfer.source_node_ids, "transfer source", MAX_NODE_ID_CHARS)
 
 
 def _check_count(values: Collection[object], limit: int, what: str) -> None:

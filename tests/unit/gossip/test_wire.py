@@ -259,7 +259,7 @@ def test_bad_tombstones_are_rejected(tombstone: wire_pb2.Tombstone) -> None:
 
 def test_unknown_fields_are_dropped_so_they_are_not_regossiped() -> None:
     raw = bytearray(record().SerializeToString())
-    raw += bytes([0xA2, 0x01, 3]) + b"xyz"  # field 20 (unknown), length-delimited
+    raw += bytes([0x9A, 0x06, 3]) + b"xyz"  # field 99 (unknown), length-delimited
     envelope = wire_pb2.GossipEnvelope(protocol_version=WIRE_PROTOCOL_VERSION)
     parsed = gossip_pb2.NodeRecord.FromString(bytes(raw))
     envelope.delta.records.append(parsed)

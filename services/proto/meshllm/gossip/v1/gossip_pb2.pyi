@@ -67,8 +67,54 @@ class ServedModel(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[LayerShare]
     def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ...) -> None: ...
 
+class Adoption(_message.Message):
+    __slots__ = ("model", "reason", "since_unix_s", "by_hand", "for_loss")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    BY_HAND_FIELD_NUMBER: _ClassVar[int]
+    FOR_LOSS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    since_unix_s: float
+    by_hand: bool
+    for_loss: bool
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ..., since_unix_s: _Optional[float] = ..., by_hand: _Optional[bool] = ..., for_loss: _Optional[bool] = ...) -> None: ...
+
+class SeenModel(_message.Message):
+    __slots__ = ("name", "sha256", "bytes", "last_served_unix_s", "dropped_unix_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SERVED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    bytes: int
+    last_served_unix_s: float
+    dropped_unix_s: float
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ..., last_served_unix_s: _Optional[float] = ..., dropped_unix_s: _Optional[float] = ...) -> None: ...
+
+class FileTransfer(_message.Message):
+    __slots__ = ("name", "sha256", "bytes_total", "bytes_done", "bytes_per_s", "source_node_ids", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    bytes_total: int
+    bytes_done: int
+    bytes_per_s: float
+    source_node_ids: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_per_s: _Optional[float] = ..., source_node_ids: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class NodeRecord(_message.Message):
-    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s", "force_split", "publishing")
+    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s", "force_split", "publishing", "adopted", "models_seen", "fetching")
     class RequestRatePerMinEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +146,9 @@ class NodeRecord(_message.Message):
     UPDATED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     FORCE_SPLIT_FIELD_NUMBER: _ClassVar[int]
     PUBLISHING_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
+    MODELS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    FETCHING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     version: int
@@ -117,7 +166,10 @@ class NodeRecord(_message.Message):
     updated_unix_s: float
     force_split: bool
     publishing: bool
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ..., force_split: _Optional[bool] = ..., publishing: _Optional[bool] = ...) -> None: ...
+    adopted: _containers.RepeatedCompositeFieldContainer[Adoption]
+    models_seen: _containers.RepeatedCompositeFieldContainer[SeenModel]
+    fetching: _containers.RepeatedCompositeFieldContainer[FileTransfer]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ..., force_split: _Optional[bool] = ..., publishing: _Optional[bool] = ..., adopted: _Optional[_Iterable[_Union[Adoption, _Mapping]]] = ..., models_seen: _Optional[_Iterable[_Union[SeenModel, _Mapping]]] = ..., fetching: _Optional[_Iterable[_Union[FileTransfer, _Mapping]]] = ...) -> None: ...
 
 class MeshView(_message.Message):
     __slots__ = ("local_node_id", "nodes")

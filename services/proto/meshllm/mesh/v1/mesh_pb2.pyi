@@ -18,12 +18,23 @@ class TunnelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TUNNEL_KIND_UNSPECIFIED: _ClassVar[TunnelKind]
     TUNNEL_KIND_HTTP: _ClassVar[TunnelKind]
     TUNNEL_KIND_RPC: _ClassVar[TunnelKind]
+
+class FetchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FETCH_STATE_UNSPECIFIED: _ClassVar[FetchState]
+    FETCH_STATE_RUNNING: _ClassVar[FetchState]
+    FETCH_STATE_DONE: _ClassVar[FetchState]
+    FETCH_STATE_FAILED: _ClassVar[FetchState]
 PEER_PATH_UNSPECIFIED: PeerPath
 PEER_PATH_DIRECT: PeerPath
 PEER_PATH_RELAYED: PeerPath
 TUNNEL_KIND_UNSPECIFIED: TunnelKind
 TUNNEL_KIND_HTTP: TunnelKind
 TUNNEL_KIND_RPC: TunnelKind
+FETCH_STATE_UNSPECIFIED: FetchState
+FETCH_STATE_RUNNING: FetchState
+FETCH_STATE_DONE: FetchState
+FETCH_STATE_FAILED: FetchState
 
 class GetIdentityRequest(_message.Message):
     __slots__ = ()
@@ -162,3 +173,49 @@ class ListTunnelsResponse(_message.Message):
     TUNNELS_FIELD_NUMBER: _ClassVar[int]
     tunnels: _containers.RepeatedCompositeFieldContainer[TunnelStats]
     def __init__(self, tunnels: _Optional[_Iterable[_Union[TunnelStats, _Mapping]]] = ...) -> None: ...
+
+class FetchFileRequest(_message.Message):
+    __slots__ = ("name", "sha256", "bytes", "dest_path", "source_node_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    bytes: int
+    dest_path: str
+    source_node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes: _Optional[int] = ..., dest_path: _Optional[str] = ..., source_node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BadSource(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FetchProgress(_message.Message):
+    __slots__ = ("state", "bytes_total", "bytes_done", "bytes_resumed", "bytes_per_s", "eta_s", "sources", "bad_sources", "error", "path")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RESUMED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    BAD_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    state: FetchState
+    bytes_total: int
+    bytes_done: int
+    bytes_resumed: int
+    bytes_per_s: float
+    eta_s: float
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    bad_sources: _containers.RepeatedCompositeFieldContainer[BadSource]
+    error: str
+    path: str
+    def __init__(self, state: _Optional[_Union[FetchState, str]] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_resumed: _Optional[int] = ..., bytes_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., sources: _Optional[_Iterable[str]] = ..., bad_sources: _Optional[_Iterable[_Union[BadSource, _Mapping]]] = ..., error: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...

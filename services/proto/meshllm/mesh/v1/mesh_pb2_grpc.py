@@ -79,6 +79,11 @@ class MeshStub:
                 request_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.SerializeToString,
                 response_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.FromString,
                 _registered_method=True)
+        self.FetchFile = channel.unary_stream(
+                '/meshllm.mesh.v1.Mesh/FetchFile',
+                request_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchFileRequest.SerializeToString,
+                response_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchProgress.FromString,
+                _registered_method=True)
 
 
 class MeshServicer:
@@ -147,6 +152,17 @@ class MeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchFile(self, request, context):
+        """Fetch a model file from peers that advertise the identical file (same sha256 in their
+        models_on_disk): chunked, from several peers at once, every chunk and the whole file verified,
+        written to dest_path + ".part" and renamed only when complete; a later call resumes the .part.
+        Progress now and on every change; the last message has state DONE or FAILED. Cancelling the
+        call stops the transfer (the .part stays for the next call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +210,11 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.ListTunnels,
                     request_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.FromString,
                     response_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.SerializeToString,
+            ),
+            'FetchFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchFile,
+                    request_deserializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchFileRequest.FromString,
+                    response_serializer=meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +460,33 @@ class Mesh:
             '/meshllm.mesh.v1.Mesh/ListTunnels',
             meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsRequest.SerializeToString,
             meshllm_dot_mesh_dot_v1_dot_mesh__pb2.ListTunnelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/meshllm.mesh.v1.Mesh/FetchFile',
+            meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchFileRequest.SerializeToString,
+            meshllm_dot_mesh_dot_v1_dot_mesh__pb2.FetchProgress.FromString,
             options,
             channel_credentials,
             insecure,

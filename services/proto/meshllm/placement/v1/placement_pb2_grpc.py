@@ -44,6 +44,16 @@ class PlacementStub:
                 request_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.WatchPlanRequest.SerializeToString,
                 response_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.Plan.FromString,
                 _registered_method=True)
+        self.Load = channel.unary_unary(
+                '/meshllm.placement.v1.Placement/Load',
+                request_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.LoadRequest.SerializeToString,
+                response_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.FromString,
+                _registered_method=True)
+        self.Drop = channel.unary_unary(
+                '/meshllm.placement.v1.Placement/Drop',
+                request_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.DropRequest.SerializeToString,
+                response_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.FromString,
+                _registered_method=True)
 
 
 class PlacementServicer:
@@ -62,6 +72,22 @@ class PlacementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Load(self, request, context):
+        """Start serving a model on this node (`mesh-llm load`): one this node has, or one a peer has
+        the file of (fetched over the mesh). NOT_FOUND when no node has it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drop(self, request, context):
+        """Stop serving a model on this node (`mesh-llm drop`). FAILED_PRECONDITION when this node is the
+        model's last server in the mesh and `force` is not set; the message says what would happen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlacementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +100,16 @@ def add_PlacementServicer_to_server(servicer, server):
                     servicer.WatchPlan,
                     request_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.WatchPlanRequest.FromString,
                     response_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.Plan.SerializeToString,
+            ),
+            'Load': grpc.unary_unary_rpc_method_handler(
+                    servicer.Load,
+                    request_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.LoadRequest.FromString,
+                    response_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.SerializeToString,
+            ),
+            'Drop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drop,
+                    request_deserializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.DropRequest.FromString,
+                    response_serializer=meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +166,60 @@ class Placement:
             '/meshllm.placement.v1.Placement/WatchPlan',
             meshllm_dot_placement_dot_v1_dot_placement__pb2.WatchPlanRequest.SerializeToString,
             meshllm_dot_placement_dot_v1_dot_placement__pb2.Plan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Load(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshllm.placement.v1.Placement/Load',
+            meshllm_dot_placement_dot_v1_dot_placement__pb2.LoadRequest.SerializeToString,
+            meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshllm.placement.v1.Placement/Drop',
+            meshllm_dot_placement_dot_v1_dot_placement__pb2.DropRequest.SerializeToString,
+            meshllm_dot_placement_dot_v1_dot_placement__pb2.PoolChange.FromString,
             options,
             channel_credentials,
             insecure,
