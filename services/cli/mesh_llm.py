@@ -20,6 +20,7 @@ from services.cli.arguments import (
     port_number,
     positive_count,
     positive_gb,
+    positive_seconds,
 )
 from services.cli.discover import (
     AutoDecision,
@@ -30,7 +31,14 @@ from services.cli.discover import (
     scope_from_args,
 )
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
-from services.cli.node_status import NodeNotRunning, node_identity, node_invite, node_peers, node_status
+from services.cli.node_status import (
+    NodeNotRunning,
+    node_identity,
+    node_invite,
+    node_peers,
+    node_plan,
+    node_status,
+)
 from services.mesh.addresses import is_loopback_host, only_loopback
 from services.mesh.invite import InvalidToken, InviteToken
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
@@ -55,6 +63,7 @@ INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compa
   mesh-llm --model M --publish              make your mesh public (listed for `discover`/--auto)
   mesh-llm discover                         browse public and LAN meshes
   mesh-llm download                         list models you can name with --model
+  mesh-llm load MODEL / drop MODEL          start / stop serving a model on a running node
 
 Every node serves http://localhost:{DEFAULT_API_PORT}/v1 and a console on http://localhost:{DEFAULT_CONSOLE_PORT}.
 `meshctl status` shows a running node. `mesh-llm --help` lists every option."""
@@ -119,6 +128,20 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
     parser.add_argument("--log-format", choices=["pretty", "json"], default="pretty")
     parser.add_argument("--ctx-size", type=int, default=4096, help="context size per llama-server")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where this node keeps (and shares) model files; default: the shared model cache",
+    )
+    parser.add_argument(
+        "--retire-after",
+        type=positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="a replica the pool added retires after its model stays cold this long (default 300)",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -219,6 +242,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         advertise=tuple(args.advertise),
         log_format=args.log_format,
         context_size=args.ctx_size,
+        models_dir=str(args.models_dir.expanduser().resolve()) if args.models_dir else "",
+        retire_after_s=args.retire_after,
     )
 
 
@@ -296,6 +321,10 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
     console.print(f"  Console  {config.console_url}")
     for route in current.models:
         console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
+    if not config.client:
+        plan = node_plan(config.node_home)
+        if plan.standby:
+            console.print(f"  Standby  {plan.standby_reason.removeprefix('standby: ')}", soft_wrap=True)
     # Never wrapped: the token must survive copy-paste from any terminal width.
     console.print(f"  Invite   {invite.token}", soft_wrap=True)
     own = [a for a in InviteToken.decode(invite.token).addresses if a in current_addresses(config)]
@@ -326,10 +355,10 @@ def main(argv: list[str] | None = None) -> None:
         from services.cli.discover import discover_main
 
         sys.exit(discover_main(argv[1:]))
-    if argv and argv[0] == "rotate-key":
+    if argv and argv[0] in ("rotate-key", "load", "drop"):
         from services.cli.meshctl import main as meshctl_main
 
-        meshctl_main(["rotate-key", *argv[1:]])
+        meshctl_main(argv)
         return
     if not argv:
         print(INSTRUCTIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -13,12 +14,15 @@ from rich.table import Table
 from services.cli.arguments import OneLineArgumentParser
 from services.cli.node_status import (
     NodeNotRunning,
+    PoolChangeRefused,
     mesh_view,
     node_invite,
     node_peers,
     node_plan,
     node_status,
     node_tunnels,
+    pool_drop,
+    pool_load,
     rotate_secret,
 )
 from services.node.home import SERVICES, NodeHome, default_home
@@ -29,6 +33,8 @@ from services.proto.meshllm.placement.v1 import placement_pb2
 
 PROG = "meshctl"
 NODE_DOWN_EXIT = 1
+REFUSED_EXIT = 1
+EVENTS_SHOWN = 10
 LOG_TAIL_LINES = 40
 
 
@@ -105,6 +111,8 @@ def show_plan(home: NodeHome, console: Console) -> None:
     console.print(
         f"plan generation {plan.generation} for node {plan.node_id[:8]}, budget {format_gb(plan.vram_bytes)}"
     )
+    if plan.standby:
+        console.print(f"[bold]{plan.standby_reason}[/]", soft_wrap=True)
     table = Table("model", "role", "size", "why", title="placement")
     for assignment in plan.assignments:
         role = placement_pb2.AssignmentRole.Name(assignment.role).removeprefix("ASSIGNMENT_ROLE_").lower()
@@ -115,6 +123,51 @@ def show_plan(home: NodeHome, console: Console) -> None:
     for assignment in plan.assignments:
         if assignment.shares:
             console.print(split_table(assignment, plan.node_id))
+    if plan.pool:
+        console.print(pool_table(plan))
+    if plan.events:
+        console.print(events_table(plan))
+
+
+def pool_table(plan: placement_pb2.Plan) -> Table:
+    """Per model mesh-wide: who serves it, who could take it up, demand per server, and why."""
+    table = Table("model", "servers", "candidates", "req/min", "per server", "why", title="pool")
+    for pool in plan.pool:
+        table.add_row(
+            pool.model,
+            ", ".join(s[:8] for s in pool.server_node_ids) or "[red]none[/]",
+            ", ".join(c[:8] for c in pool.candidate_node_ids) or "-",
+            f"{pool.requests_per_min:.1f}",
+            f"{pool.requests_per_min_per_server:.1f}",
+            "\n".join(pool.reasons),
+        )
+    return table
+
+
+def events_table(plan: placement_pb2.Plan, now_s: float | None = None) -> Table:
+    now_s = time.time() if now_s is None else now_s
+    table = Table("when", "model", "what", "why", title="promotions and retirements on this node")
+    for event in plan.events[-EVENTS_SHOWN:]:
+        table.add_row(f"{max(now_s - event.at_unix_s, 0):.0f} s ago", event.model, event.kind, event.reason)
+    return table
+
+
+def load_model(home: NodeHome, model: str, console: Console) -> None:
+    try:
+        change = pool_load(home, model)
+    except PoolChangeRefused as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        sys.exit(REFUSED_EXIT)
+    console.print(change.message)
+
+
+def drop_model(home: NodeHome, model: str, force: bool, console: Console) -> None:
+    try:
+        change = pool_drop(home, model, force)
+    except PoolChangeRefused as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        sys.exit(REFUSED_EXIT)
+    console.print(change.message)
 
 
 def split_table(assignment: placement_pb2.Assignment, local_id: str) -> Table:
@@ -184,6 +237,11 @@ def build_parser() -> OneLineArgumentParser:
         ("rotate-key", "new mesh secret; old invite tokens stop admitting"),
     ):
         commands.add_parser(name, help=summary, parents=[after])
+    load = commands.add_parser("load", help="start serving a model on this node", parents=[after])
+    load.add_argument("model", help="a model some node in the mesh has, or a catalog name")
+    drop = commands.add_parser("drop", help="stop serving a model on this node", parents=[after])
+    drop.add_argument("model")
+    drop.add_argument("--force", action="store_true", help="drop it even if this is its last server")
     logs = commands.add_parser("logs", help="show a service's log", parents=[after])
     logs.add_argument("service", choices=[*SERVICES, "supervisord"])
     logs.add_argument("-f", "--follow", action="store_true")
@@ -211,6 +269,10 @@ def main(argv: list[str] | None = None) -> None:
             invite = rotate_secret(home)
             console.print("new mesh secret issued; old invite tokens no longer admit new nodes")
             print(invite.token)
+        elif args.command == "load":
+            load_model(home, args.model, console)
+        elif args.command == "drop":
+            drop_model(home, args.model, args.force, console)
         elif args.command == "logs":
             show_logs(home, args.service, args.follow)
     except NodeNotRunning as exc:

@@ -61,3 +61,33 @@ def node_plan(home: NodeHome) -> placement_pb2.Plan:
 
 def mesh_view(home: NodeHome) -> gossip_pb2.MeshView:
     return _unary(home, "gossip", gossip_pb2_grpc.GossipStub, "GetView", gossip_pb2.GetViewRequest())
+
+
+class PoolChangeRefused(Exception):
+    """The node refused a load or drop; the message says why (and what to do)."""
+
+
+POOL_CHANGE_TIMEOUT_S = 15.0
+
+
+def _pool_change(home: NodeHome, method: str, request: Any) -> placement_pb2.PoolChange:
+    with grpc.insecure_channel(home.grpc_target("placement")) as channel:
+        try:
+            stub = placement_pb2_grpc.PlacementStub(channel)
+            return getattr(stub, method)(request, timeout=POOL_CHANGE_TIMEOUT_S)  # type: ignore[no-any-return]
+        except grpc.RpcError as error:
+            code = error.code()  # type: ignore[attr-defined]
+            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise PoolChangeRefused(error.details()) from error  # type: ignore[attr-defined]
+            raise NodeNotRunning(
+                f"the placement service of the node in {home.root} does not answer ({code.name}); "
+                "is `mesh-llm` running with this --home?"
+            ) from error
+
+
+def pool_load(home: NodeHome, model: str) -> placement_pb2.PoolChange:
+    return _pool_change(home, "Load", placement_pb2.LoadRequest(model=model))
+
+
+def pool_drop(home: NodeHome, model: str, force: bool) -> placement_pb2.PoolChange:
+    return _pool_change(home, "Drop", placement_pb2.DropRequest(model=model, force=force))

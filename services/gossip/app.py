@@ -19,6 +19,7 @@ import grpc
 from services import __version__
 from services.gossip.dissemination import GOSSIP_ROUND_S, GossipProtocol, Outgoing
 from services.gossip.model_hashes import content_hash
+from services.gossip.model_store import MODEL_STORE_RESCAN_S, StoreFile, advertised_files, scan_store
 from services.gossip.state import GossipState
 from services.gossip.wire import GossipDecodeError
 from services.node.config import NodeConfig
@@ -36,7 +37,18 @@ GOODBYE_FLUSH_S = 0.3
 RTT_REPUBLISH_MIN_DELTA_MS = 5.0
 RTT_REPUBLISH_MIN_RATIO = 0.3
 UPDATABLE_FIELDS = frozenset(
-    {"served", "models_on_disk", "models_wanted", "vram_bytes", "request_rate_per_min", "rtt_ms", "addresses"}
+    {
+        "served",
+        "models_on_disk",
+        "models_wanted",
+        "vram_bytes",
+        "request_rate_per_min",
+        "rtt_ms",
+        "addresses",
+        "adopted",
+        "models_seen",
+        "fetching",
+    }
 )
 
 
@@ -234,14 +246,30 @@ def initial_record(config: NodeConfig, identity: mesh_pb2.Identity) -> gossip_pb
 
 
 async def publish_models_on_disk(config: NodeConfig, node: GossipNode) -> None:
-    """Hashing a multi-GB file takes a while: publish the record first, the hashes when known."""
-    files = []
-    for model in config.models:
-        path = Path(model.path)
-        digest = await asyncio.to_thread(content_hash, path)
-        size = (await asyncio.to_thread(path.stat)).st_size
-        files.append(gossip_pb2.ModelFile(name=model.name, path=model.path, bytes=size, sha256=digest))
-    await node.update_local(gossip_pb2.NodeRecord(models_on_disk=files), ["models_on_disk"])
+    """Hashing a multi-GB file takes a while: publish the record first, the hashes when known; then
+    follow the model store, so a file fetched from a peer (or deleted) shows within a rescan."""
+    if config.client:
+        return
+    hashes: dict[StoreFile, str] = {}
+    published: list[gossip_pb2.ModelFile] | None = None
+    while True:
+        store_paths = await asyncio.to_thread(scan_store, config.model_store)
+        listing = await asyncio.to_thread(advertised_files, config.models, store_paths)
+        files = []
+        for item in listing:
+            if item not in hashes:
+                try:
+                    hashes[item] = await asyncio.to_thread(content_hash, Path(item.path))
+                except OSError as exc:
+                    logger.warning("cannot hash model file", extra={"path": item.path, "reason": str(exc)})
+                    continue
+            files.append(
+                gossip_pb2.ModelFile(name=item.name, path=item.path, bytes=item.bytes, sha256=hashes[item])
+            )
+        if files != published:
+            await node.update_local(gossip_pb2.NodeRecord(models_on_disk=files), ["models_on_disk"])
+            published = files
+        await asyncio.sleep(MODEL_STORE_RESCAN_S)
 
 
 async def run_gossip(config: NodeConfig) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tomli_w
 
-from services.node.home import NodeHome
+from services.node.home import NodeHome, model_cache_dir
 
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131
@@ -57,11 +57,20 @@ class NodeConfig:
     log_level: str = "info"
     llama_bin_dir: str = ""
     context_size: int = 4096
+    # Where this node keeps model files: it advertises (and shares) every GGUF there, and files
+    # fetched from peers land there. Empty: the shared model cache.
+    models_dir: str = ""
+    # A replica the pool added retires after its model's demand per server stays cold this long.
+    retire_after_s: float = 300.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def node_home(self) -> NodeHome:
         return NodeHome(self.home)
+
+    @property
+    def model_store(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else model_cache_dir()
 
     @property
     def bind_host(self) -> str:

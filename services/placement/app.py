@@ -9,17 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
 from dataclasses import replace
 
 import grpc
 
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
+from services.placement.fetching import ModelFetcher
 from services.placement.plan import ModelAssignment, Role, assignment_changed
+from services.placement.pool import PoolDecision, PoolSettings, plan_pool, servers_of
+from services.placement.pool_messages import (
+    adopted_records,
+    downloadable_models,
+    fetching_assignments,
+    pool_messages,
+    seen_records,
+)
+from services.placement.pool_state import load_pool, save_pool
 from services.placement.processes import desired_processes, ready_workers, served_models, split_workers
+from services.placement.servicer import PlacementServicer, PoolRequestError
 from services.placement.split import plan_for_node
-from services.placement.view import UNHASHED, DiskFile, mesh_nodes_from_view, with_local_files
+from services.placement.view import UNHASHED, DiskFile, MeshNode, mesh_nodes_from_view, with_local_files
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
@@ -32,6 +43,9 @@ GOSSIP_UPDATE_TIMEOUT_S = 5.0
 TUNNEL_TIMEOUT_S = 5.0
 
 PLAN_DEBOUNCE_S = 0.5  # gossip changes arrive in bursts (a join, a hash); plan once per burst
+# The pool's timers (a cold replica's retirement) and decaying demand move without any gossip change.
+POOL_TICK_S = 2.0
+TRANSFER_PUBLISH_MIN_S = 1.0  # progress in gossip at most once a second per node
 
 _ROLE_TO_PROTO = {
     Role.SOLO: placement_pb2.ASSIGNMENT_ROLE_SOLO,
@@ -40,6 +54,7 @@ _ROLE_TO_PROTO = {
     Role.STANDBY: placement_pb2.ASSIGNMENT_ROLE_STANDBY,
     Role.WAITING: placement_pb2.ASSIGNMENT_ROLE_WAITING,
     Role.DOES_NOT_FIT: placement_pb2.ASSIGNMENT_ROLE_DOES_NOT_FIT,
+    Role.FETCHING: placement_pb2.ASSIGNMENT_ROLE_FETCHING,
 }
 
 
@@ -102,6 +117,25 @@ class PlacementController:
         self._replan_pending: asyncio.Task[None] | None = None
         self.plan = placement_pb2.Plan()
         self.plan_changed = asyncio.Condition()
+        self.pool = load_pool(tuple(m.name for m in config.models), config.home)
+        downloadable = downloadable_models(config.model_store)
+        self._pool_settings = PoolSettings(
+            retire_after_cold_s=config.retire_after_s, downloadable=frozenset(downloadable)
+        )
+        self.fetcher = ModelFetcher(mesh, config.model_store, downloadable, self._soon, self._fetch_failed)
+        self._published_pool: tuple[object, ...] | None = None
+        self._transfers_published_s = 0.0
+        self._decision: PoolDecision | None = None
+        self.nodes: list[MeshNode] = []
+
+    def _soon(self) -> None:
+        if self._view is not None and (self._replan_pending is None or self._replan_pending.done()):
+            self._replan_pending = asyncio.ensure_future(self._replan_soon())
+
+    def _fetch_failed(self, model: str, error: str) -> None:
+        logger.warning("fetching a model file failed", extra={"model": model, "reason": error})
+        self.pool.note(time.time(), model, "fetch_failed", error)
+        self._soon()
 
     async def on_view(self, view: gossip_pb2.MeshView) -> None:
         self._view = view
@@ -109,29 +143,63 @@ class PlacementController:
             return
         if not self.plan.node_id:  # the first plan at once: a solo model should not wait
             await self._replan()
-        elif self._replan_pending is None or self._replan_pending.done():
-            self._replan_pending = asyncio.ensure_future(self._replan_soon())
+        else:
+            self._soon()
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(POOL_TICK_S)
+            if self._view is not None and not self._config.client:
+                await self._replan()
 
     async def _replan_soon(self) -> None:
         await asyncio.sleep(PLAN_DEBOUNCE_S)
         await self._replan()
+
+    def _pool_pass(self, view: gossip_pb2.MeshView, local_id: str) -> list[MeshNode]:
+        """Apply the pool rules to our own row; the view as the planner should see it."""
+        now = time.time()
+        files = configured_files(self._config)
+        nodes = self.pool.overlay(with_local_files(mesh_nodes_from_view(view), local_id, files), local_id)
+        decision = plan_pool(nodes, local_id, now, self._pool_settings, self.pool.cold_since)
+        if self.pool.apply(decision, local_id, now):
+            for event in list(self.pool.events)[-len(decision.promotions) - len(decision.retirements) :]:
+                logger.info("pool: %s %s", event.kind, event.model, extra={"reason": event.reason})
+            nodes = self.pool.overlay(nodes, local_id)
+            decision = plan_pool(nodes, local_id, now, self._pool_settings, self.pool.cold_since)
+            save_pool(self.pool, self._config.home)
+        self.pool.update_seen(nodes, now, self._pool_settings.lost_model_memory_s)
+        self._decision = decision
+        return nodes
 
     async def _replan(self) -> None:
         view = self._view
         local = next((n for n in view.nodes if n.node_id == view.local_node_id), None) if view else None
         if view is None or local is None:
             return
+        nodes = self._pool_pass(view, local.node_id)
+        self.nodes = nodes
+        me = next(n for n in nodes if n.node_id == local.node_id)
+        needed = {m: self.pool.seen[m].sha256 if m in self.pool.seen else "" for m in self.pool.adopted}
+        self.fetcher.follow(
+            nodes, local.node_id, {m: s for m, s in needed.items() if m not in me.models_on_disk}
+        )
+        await self._publish_pool()
         # --split arrives in the local record (force_split), like every other input to the plan.
-        nodes = with_local_files(mesh_nodes_from_view(view), local.node_id, configured_files(self._config))
-        assignments = plan_for_node(nodes, local.node_id)
+        fresh = plan_for_node(nodes, local.node_id)
+        assignments = fetching_assignments(fresh, self.pool, me.models_on_disk, self.fetcher.transfers)
         if self.plan.node_id and not assignment_changed(self._assignments, assignments):
             # Same processes; keep the current assignments (and the host's --rpc order) but show
-            # the latest reasons.
-            fresh = {a.model: a for a in assignments}
-            assignments = [replace(a, reasons=fresh[a.model].reasons) for a in self._assignments]
-            if [a.reasons for a in assignments] != [a.reasons for a in self._assignments]:
-                self._assignments = assignments
-                await self._publish_plan(local)
+            # the latest reasons and roles.
+            latest = {a.model: a for a in assignments}
+            assignments = [
+                replace(a, reasons=latest[a.model].reasons, role=latest[a.model].role)
+                for a in self._assignments
+                if a.model in latest
+            ]
+            assignments += [a for a in latest.values() if a.model not in {b.model for b in assignments}]
+            self._assignments = assignments
+            await self._publish_plan(local)
             await self._reconcile(view)
             return
         self._assignments = assignments
@@ -140,8 +208,46 @@ class PlacementController:
         await self._publish_plan(local)
         await self._reconcile(view)
 
+    async def _publish_pool(self) -> None:
+        """Our adoptions, what we saw served, and transfer progress (at most once a second) in gossip."""
+        now = time.monotonic()
+        transfers = [self.fetcher.transfers[m] for m in sorted(self.fetcher.transfers)]
+        if self._published_pool is not None and now - self._transfers_published_s < TRANSFER_PUBLISH_MIN_S:
+            transfers = list(self._published_pool[2])  # type: ignore[call-overload]
+        state = (adopted_records(self.pool), seen_records(self.pool), transfers, self.pool.wanted)
+        if state == self._published_pool:
+            return
+        record = gossip_pb2.NodeRecord(
+            adopted=state[0], models_seen=state[1], fetching=state[2], models_wanted=list(self.pool.wanted)
+        )
+        try:
+            await self._gossip.UpdateLocal(
+                gossip_pb2.UpdateLocalRequest(
+                    record=record, fields=["adopted", "models_seen", "fetching", "models_wanted"]
+                ),
+                timeout=GOSSIP_UPDATE_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            logger.info("gossip not reachable to publish the pool (%s)", error.code().name)
+            return
+        if state[2] != (self._published_pool or ((), (), ()))[2]:
+            self._transfers_published_s = now
+        self._published_pool = state
+
     async def _publish_plan(self, local: gossip_pb2.NodeRecord) -> None:
-        self.plan = plan_message(self.plan.generation + 1, local.node_id, local.vram_bytes, self._assignments)
+        plan = plan_message(self.plan.generation + 1, local.node_id, local.vram_bytes, self._assignments)
+        if self._decision is not None:
+            pools, events = pool_messages(self._decision, list(self.pool.events))
+            plan.pool.extend(pools)
+            plan.events.extend(events)
+            plan.standby_reason = self._decision.standby_reason
+            plan.standby = bool(self._decision.standby_reason)
+        comparable = placement_pb2.Plan()
+        comparable.CopyFrom(plan)
+        comparable.generation = self.plan.generation
+        if comparable == self.plan:
+            return
+        self.plan = plan
         async with self.plan_changed:
             self.plan_changed.notify_all()
 
@@ -187,9 +293,42 @@ class PlacementController:
             # The runner Watch reconnect re-applies once it is back.
             logger.info("runner not reachable to apply plan (%s)", error.code().name)
 
+    def _known_models(self) -> set[str]:
+        """Models this node could load: on some node's disk, seen served, or in the catalog."""
+        known = {m for n in self.nodes for m in n.models_on_disk} | set(self.pool.seen)
+        return known | set(self._pool_settings.downloadable) | {m.name for m in self._config.models}
+
+    async def load(self, model: str) -> str:
+        if self._config.client:
+            raise PoolRequestError(grpc.StatusCode.FAILED_PRECONDITION, "a client node serves no models")
+        if model not in self._known_models():
+            known = ", ".join(sorted(self._known_models())) or "none"
+            raise PoolRequestError(grpc.StatusCode.NOT_FOUND, f"no node has {model!r}; models known: {known}")
+        message = self.pool.load(model, time.time())
+        save_pool(self.pool, self._config.home)
+        await self._replan()
+        return message
+
+    async def drop(self, model: str, force: bool) -> str:
+        if model not in self.pool.wanted:
+            raise PoolRequestError(grpc.StatusCode.NOT_FOUND, f"this node does not serve {model!r}")
+        part = [n for n in self.nodes if not (n.is_client or n.leaving)]
+        others = [s for s in servers_of(part, model) if s != self.plan.node_id]
+        if not others and not force:
+            raise PoolRequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this node is the last server of {model} in the mesh: dropping it makes {model} "
+                "unavailable everywhere and standby nodes will not take it up; --force drops it anyway",
+            )
+        message = self.pool.drop(model, time.time(), last_in_mesh=not others)
+        save_pool(self.pool, self._config.home)
+        await self._replan()
+        return message
+
     async def on_gossip_lost(self) -> None:
         """A restarted gossip service starts from a fresh record: report served models again."""
         self._served = None
+        self._published_pool = None
 
     async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
         self._status = status
@@ -210,24 +349,6 @@ class PlacementController:
             self._served = served
         except grpc.aio.AioRpcError as error:
             logger.info("gossip not reachable to report served models (%s)", error.code().name)
-
-
-class PlacementServicer(placement_pb2_grpc.PlacementServicer):
-    def __init__(self, controller: PlacementController) -> None:
-        self._controller = controller
-
-    async def GetPlan(
-        self, request: placement_pb2.GetPlanRequest, context: grpc.aio.ServicerContext
-    ) -> placement_pb2.Plan:
-        return self._controller.plan
-
-    async def WatchPlan(
-        self, request: placement_pb2.WatchPlanRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[placement_pb2.Plan]:
-        while True:
-            yield self._controller.plan
-            async with self._controller.plan_changed:
-                await self._controller.plan_changed.wait()
 
 
 async def run_placement(config: NodeConfig) -> None:
@@ -255,8 +376,9 @@ async def run_placement(config: NodeConfig) -> None:
         "runner", lambda: runner.Watch(runner_pb2.WatchRequest()), controller.on_runner_status, logger
     )
     try:
-        await run_until_signalled(server, watch_gossip, watch_runner)
+        await run_until_signalled(server, watch_gossip, watch_runner, controller.tick())
     finally:
+        controller.fetcher.close()
         await gossip_channel.close()
         await runner_channel.close()
         await mesh_channel.close()

@@ -22,6 +22,7 @@ class Role(enum.Enum):
     STANDBY = "standby"
     WAITING = "waiting"
     DOES_NOT_FIT = "does_not_fit"
+    FETCHING = "fetching"  # adopted; the file is on its way from peers
 
 
 class LayerShare(NamedTuple):

@@ -106,6 +106,7 @@ class RunningNode:
             "--console",
             str(self.console_port),
             *self._loopback_pin(),
+            *self._own_store(),
             *self.args,
         ]
         with self.output.open("wb") as out:
@@ -122,6 +123,13 @@ class RunningNode:
         if self.host is not None or "--bind-ip" in self.args:
             return []
         return ["--bind-ip", "127.0.0.1"]
+
+    def _own_store(self) -> list[str]:
+        """Each test node keeps its model files in its own home, like a separate machine: the shared
+        cache would give every node every model (and make standbys take up models no peer shared)."""
+        if "--models-dir" in self.args:
+            return []
+        return ["--models-dir", str(self.home / "models")]
 
     def http(self, method: str, url: str, **httpx_kwargs: Any) -> httpx.Response:
         """An HTTP request from where the node runs: this machine, or inside its host's namespace."""
