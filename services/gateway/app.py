@@ -28,6 +28,7 @@ from services.gateway.console_feed import (
     install_log_events,
     remove_log_events,
 )
+from services.gateway.demand_publisher import DemandPublisher
 from services.gateway.events import EventBus
 from services.gateway.openai_api import build_api_app
 from services.gateway.peers import PEER_SERVICES, PeerServices
@@ -188,7 +189,9 @@ async def start_gateway(config: NodeConfig) -> Gateway:
         _task(api.serve(sockets=[api_sock]), "api"),
         _task(console.serve(sockets=[console_sock]), "console"),
     ]
-    watchers = [*_watchers(config, sources, peers), feed.run_rates()]
+    # Clients publish demand too: they are where most requests enter the mesh.
+    demand = DemandPublisher(counters, sources, gossip_pb2_grpc.GossipStub(peers.channels["gossip"]))
+    watchers = [*_watchers(config, sources, peers), feed.run_rates(), demand.run()]
     watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(watchers)]
     log_events = install_log_events(bus)
     return Gateway(proxy, peers, admin, (api, console), server_tasks, watch_tasks, bus, log_events)

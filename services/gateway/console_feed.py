@@ -38,7 +38,7 @@ class ConsoleFeed:
 
     def current(self) -> MeshSnapshot:
         sources = self._sources
-        return mesh_snapshot(sources.view, sources.table.entries, sources.plan, sources.paths)
+        return mesh_snapshot(sources.view, sources.table.entries, sources.plan, sources.paths, sources.pool)
 
     def prime(self) -> None:
         """Take the diff baseline now: a stream's snapshot is built after this, so nothing is missed."""

@@ -36,6 +36,9 @@ class EventKind(enum.StrEnum):
     MODEL_READY = "model_ready"
     MODEL_STATE = "model_state"
     REQUEST_RATE = "request_rate"
+    POOL_CHANGED = "pool_changed"  # the pool per model (servers, candidates, demand) changed
+    POOL_EVENT = "pool_event"  # a node took a model up or gave one back (promoted, retired, ...)
+    TRANSFER_PROGRESS = "transfer_progress"  # a node's model-file fetches moved (or ended: empty)
     LOG = "log"
 
 

@@ -9,6 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from services.gateway.pool_summary import (
+    Adoption,
+    FileTransfer,
+    NodeRole,
+    PlanPool,
+    PoolEvent,
+    PoolModel,
+    adoptions,
+    local_role,
+    pool_models,
+    record_role,
+    transfers,
+)
 from services.gateway.routing import ModelEntry, PlannedModel
 from services.proto.meshllm.gossip.v1 import gossip_pb2
 
@@ -70,6 +83,11 @@ class PeerSummary:
     # How the mesh reaches it from here: direct, relayed, or unreachable (known from others' gossip
     # only: not routable from this node). Empty for this node itself.
     path: str = ""
+    role: str = ""  # client, serving, fetching, standby (services/gateway/pool_summary.py)
+    standby: bool = False
+    standby_reason: str = ""
+    adopted: tuple[Adoption, ...] = ()
+    fetching: tuple[FileTransfer, ...] = ()
 
 
 UNREACHABLE_FROM_HERE = "unreachable"
@@ -110,6 +128,8 @@ class MeshSnapshot:
     peers: tuple[PeerSummary, ...]
     roles: tuple[ModelRole, ...]
     models: tuple[MeshModel, ...]
+    pool: tuple[PoolModel, ...] = ()
+    pool_events: tuple[PoolEvent, ...] = ()
 
 
 def _layer_share(served: gossip_pb2.ServedModel, node_id: str) -> float:
@@ -131,7 +151,11 @@ def _served(record: gossip_pb2.NodeRecord) -> tuple[ServedModel, ...]:
     )
 
 
-def node_summary(record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0, path: str = "") -> PeerSummary:
+def node_summary(
+    record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0, path: str = "", role: NodeRole | None = None
+) -> PeerSummary:
+    """`role` None: as the record shows it (a peer's)."""
+    role = role or record_role(record)
     return PeerSummary(
         node_id=record.node_id,
         short_id=short_id(record.node_id),
@@ -145,7 +169,18 @@ def node_summary(record: gossip_pb2.NodeRecord, rtt_ms: float = 0.0, path: str =
         request_rate_per_min=dict(sorted(record.request_rate_per_min.items())),
         version=record.software_version,
         path=path,
+        role=role.role,
+        standby=role.standby,
+        standby_reason=role.standby_reason,
+        adopted=adoptions(record),
+        fetching=transfers(record),
     )
+
+
+def local_summary(view: gossip_pb2.MeshView, plan: PlanPool, is_client: bool = False) -> PeerSummary:
+    """This node, its role as its plan says."""
+    record = local_record(view)
+    return node_summary(record, role=local_role(record, plan, is_client))
 
 
 def local_record(view: gossip_pb2.MeshView) -> gossip_pb2.NodeRecord:
@@ -209,10 +244,14 @@ def mesh_snapshot(
     entries: Iterable[ModelEntry],
     plan: Iterable[PlannedModel],
     paths: Mapping[str, str] | None = None,
+    pool: PlanPool | None = None,
 ) -> MeshSnapshot:
+    pool = pool or PlanPool()
     return MeshSnapshot(
-        node=node_summary(local_record(view)),
+        node=local_summary(view, pool),
         peers=peer_summaries(view, paths),
         roles=model_roles(plan),
         models=mesh_models(view, entries),
+        pool=pool_models(pool, view),
+        pool_events=pool.events,
     )

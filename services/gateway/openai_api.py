@@ -92,6 +92,8 @@ def _add_model_routes(app: FastAPI, sources: RoutingSources) -> None:
 def _served_here(decision: Lookup) -> Lookup:
     """A request a peer forwarded to us: serve it locally or fail; never forward it again."""
     if isinstance(decision, RemoteRoute):
+        if decision.local is not None:
+            return decision.local
         return NotServable(decision.model, "this node no longer serves it (forwarded request)", 1)
     return decision
 
@@ -108,10 +110,12 @@ def _add_forwarding_route(
         raw = await read_body(request)
         api_request = parse_request(endpoint, raw)
         decision = sources.table.lookup(api_request.model)
-        if FORWARDED_HEADER in request.headers or remote is None:
+        forwarded = FORWARDED_HEADER in request.headers
+        if forwarded or remote is None:
             decision = _served_here(decision)
         route = route_or_error(decision)
-        counters.started(route.model)
+        # Demand is counted where the client's request entered the mesh, not again where it is served.
+        counters.started(route.model, entered_here=not forwarded)
         if isinstance(route, RemoteRoute) and remote is not None:
             preferred = request.headers.get(PREFER_NODE_HEADER, "")
             return await remote.forward(route, endpoint.path, api_request.raw, counters.finished, preferred)

@@ -1,9 +1,10 @@
 """Requests for models served elsewhere: through a mesh tunnel to a serving peer's gateway.
 
 The tunnel port per peer is asked of the mesh service once and cached, so a request makes no gRPC
-call once a peer has been used. Among the peers serving a model the one with the fewest requests
-in flight from here wins; if it fails before any byte reached the client, the next one is tried.
-A forwarded request carries FORWARDED_HEADER and is never forwarded again.
+call once a peer has been used. Among the servers of a model (the peers, and this node when it is a
+replica too) the one with the fewest requests in flight from here wins, ties taking turns
+(services/gateway/replicas.py); if it fails before any byte reached the client, the next one is
+tried. A forwarded request carries FORWARDED_HEADER and is never forwarded again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from starlette.responses import Response
 
 from services.gateway.proxy import UpstreamProxy, UpstreamUnavailable
+from services.gateway.replicas import ReplicaBalancer
 from services.gateway.routing import RemoteRoute, Route
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
@@ -58,18 +60,26 @@ class TunnelDirectory:
             del self._ports[node_id]
 
 
+# The balancer's key for this node's own llama-server when the table does not know the node id yet.
+LOCAL_SERVER_KEY = "local"
+
+
+def _local_key(route: RemoteRoute) -> str:
+    return route.local_node_id or LOCAL_SERVER_KEY
+
+
 class RemoteForwarder:
     def __init__(self, tunnels: TunnelDirectory, proxy: UpstreamProxy) -> None:
         self._tunnels = tunnels
         self._proxy = proxy
-        self._in_flight: dict[str, int] = {}
+        self.balancer = ReplicaBalancer()
 
     def candidates(self, route: RemoteRoute, preferred: str = "") -> list[str]:
-        ordered = sorted(route.node_ids, key=lambda n: (self._in_flight.get(n, 0), n))
-        if preferred in ordered:
-            ordered.remove(preferred)
-            ordered.insert(0, preferred)
-        return ordered
+        """Node ids in the order to try them; this node's own key among them when it is a replica."""
+        if route.local is None:
+            return self.balancer.order(route.node_ids, preferred)
+        local = _local_key(route)
+        return self.balancer.order([*route.node_ids, local], preferred, local)
 
     async def forward(
         self, route: RemoteRoute, path: str, body: bytes, on_close: Callable[[], None], preferred: str = ""
@@ -77,23 +87,12 @@ class RemoteForwarder:
         last_error: Exception | None = None
         for node_id in self.candidates(route, preferred):
             try:
-                port = await self._tunnels.port_for(node_id)
+                return await self._forward_to(route, node_id, path, body, on_close)
             except NoTunnel as exc:
                 last_error = exc
-                continue
-            self._in_flight[node_id] = self._in_flight.get(node_id, 0) + 1
-
-            def finished(node_id: str = node_id) -> None:
-                self._in_flight[node_id] -= 1
-                on_close()
-
-            try:
-                return await self._proxy.forward(
-                    Route(route.model, "127.0.0.1", port), path, body, finished, forwarded=True
-                )
             except UpstreamUnavailable as exc:
                 # Nothing reached the client yet: the next server may answer.
-                logger.info("peer %s failed before answering; trying the next", node_id[:8])
+                logger.info("server %s failed before answering; trying the next", node_id[:8])
                 self._tunnels.forget(node_id)
                 last_error = exc
         on_close()
@@ -102,3 +101,40 @@ class RemoteForwarder:
         raise UpstreamUnavailable(
             Route(route.model, "", 0), last_error or NoTunnel("no serving peer reachable")
         )
+
+    async def _forward_to(
+        self, route: RemoteRoute, node_id: str, path: str, body: bytes, on_close: Callable[[], None]
+    ) -> Response:
+        """One try on one server; raises NoTunnel or UpstreamUnavailable before any byte went back.
+
+        The proxy calls its close callback on a failed try too; the caller's `on_close` must run once
+        per request, so it runs only for the try that answered (`forward` runs it when all failed).
+        """
+        local = route.local is not None and node_id == _local_key(route)
+        port = 0 if local else await self._tunnels.port_for(node_id)
+        self.balancer.started(node_id)
+        answered = closed = False
+
+        def close() -> None:
+            nonlocal closed
+            closed = True
+            self.balancer.finished(node_id)
+            if answered:
+                on_close()
+
+        try:
+            if local:
+                assert route.local is not None
+                response = await self._proxy.forward(route.local, path, body, close)
+            else:
+                target = Route(route.model, "127.0.0.1", port)
+                response = await self._proxy.forward(target, path, body, close, forwarded=True)
+        except UpstreamUnavailable:
+            raise  # the caller tries the next server
+        except BaseException:
+            on_close()  # cancelled (shutdown, client gone): no other try follows
+            raise
+        answered = True
+        if closed:  # a whole (non-streamed) answer was read already
+            on_close()
+        return response

@@ -2,7 +2,9 @@
 
 The watchers rebuild the table whenever the runner, the plan or the mesh view changes and swap it in
 whole, so a request does one dict lookup and never talks gRPC (DESIGN §2). A model served here goes to
-the local llama-server; one served only elsewhere gets a RemoteRoute naming the nodes that serve it.
+the local llama-server; one served elsewhere gets a RemoteRoute naming the nodes that serve it, and
+carrying the local Route too when this node is one of its replicas (the forwarder spreads requests
+over all of them, services/gateway/replicas.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 MODEL_LOADING_RETRY_AFTER_S = 5
 # Waiting for capacity ends when a node joins: minutes, not seconds.
 WAITING_FOR_CAPACITY_RETRY_AFTER_S = 30
+# A model file coming from peers: GBs at LAN speed, tens of seconds at least.
+MODEL_FETCHING_RETRY_AFTER_S = 30
 
 
 class ServerState(enum.Enum):
@@ -37,6 +41,7 @@ class PlanRole(enum.Enum):
     STANDBY = "standby"
     WAITING = "waiting"
     DOES_NOT_FIT = "does_not_fit"
+    FETCHING = "fetching"  # took the model up; its file is coming from peers
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,13 @@ class RemoteServer:
 
 @dataclass(frozen=True)
 class RemoteRoute:
-    """Serve the request on one of these peers (through a mesh tunnel to its gateway)."""
+    """Serve the request on one of these peers (through a mesh tunnel to its gateway), or here on
+    `local` when this node serves the model too (`local_node_id` names this node then)."""
 
     model: str
     node_ids: tuple[str, ...]
+    local: Route | None = None
+    local_node_id: str = ""
 
 
 Lookup = Route | RemoteRoute | ModelLoading | UnknownModel | NotServable
@@ -130,7 +138,7 @@ class ModelEntry:
     """A model as `/v1/models`, `/api/status` and `meshctl status` show it."""
 
     model: str
-    state: str  # ready, loading, waiting, does_not_fit, failed, standby, remote
+    state: str  # ready, loading, fetching, waiting, does_not_fit, failed, standby, remote
     local: bool
     endpoint: str
     since_unix_s: float
@@ -162,6 +170,9 @@ def _decide(model: str, server: LocalServer | None, planned: PlannedModel | None
     reasons = "; ".join(planned.reasons)
     if planned.role in _SERVING_ROLES:
         return ModelLoading(model, f"{model} is assigned to this node and starting")
+    if planned.role is PlanRole.FETCHING:
+        detail = f"{model}'s file is being fetched from peers"
+        return ModelLoading(model, detail, MODEL_FETCHING_RETRY_AFTER_S)
     if planned.role is PlanRole.WAITING:
         why = reasons or "the mesh lacks the capacity to serve it"
         return NotServable(model, f"waiting for capacity: {why}", WAITING_FOR_CAPACITY_RETRY_AFTER_S)
@@ -174,7 +185,7 @@ def _state_name(decision: Lookup, planned: PlannedModel | None) -> str:
     if isinstance(decision, Route | RemoteRoute):
         return "ready"
     if isinstance(decision, ModelLoading):
-        return "loading"
+        return "fetching" if planned is not None and planned.role is PlanRole.FETCHING else "loading"
     if planned is None:
         return "failed"
     return {
@@ -243,8 +254,10 @@ class RoutingTable:
             peers = tuple(sorted(by_remote.get(model, ())))
             local = _decide(model, server, planned) if server or planned else None
             decision: Lookup
-            if isinstance(local, Route) or not peers:
+            if not peers:
                 decision = local if local is not None else NotServable(model, "no node serves it")
+            elif isinstance(local, Route):
+                decision = RemoteRoute(model, peers, local, local_node_id)
             else:
                 decision = RemoteRoute(model, peers)
             nodes = tuple(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
+from services.gateway.pool_summary import PlanPool, plan_pool
 from services.gateway.routing import (
     LocalServer,
     PlannedModel,
@@ -37,6 +38,7 @@ _PLAN_ROLES = {
     placement_pb2.ASSIGNMENT_ROLE_STANDBY: PlanRole.STANDBY,
     placement_pb2.ASSIGNMENT_ROLE_WAITING: PlanRole.WAITING,
     placement_pb2.ASSIGNMENT_ROLE_DOES_NOT_FIT: PlanRole.DOES_NOT_FIT,
+    placement_pb2.ASSIGNMENT_ROLE_FETCHING: PlanRole.FETCHING,
 }
 
 
@@ -100,6 +102,8 @@ class RoutingSources:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._servers: tuple[LocalServer, ...] = ()
         self._plan: tuple[PlannedModel, ...] = ()
+        # The plan's pool part (standby, pool per model, events); kept when placement goes away.
+        self.pool = PlanPool()
         self._remote: tuple[RemoteServer, ...] = ()
         self.view = gossip_pb2.MeshView()
         # Linked peers and their path (direct/relayed); None until the mesh's first peer list.
@@ -126,6 +130,7 @@ class RoutingSources:
     async def on_plan(self, plan: placement_pb2.Plan) -> None:
         self.placement_connected = True
         self._plan = plan_models(plan)
+        self.pool = plan_pool(plan)
         self._rebuild()
 
     async def on_view(self, view: gossip_pb2.MeshView) -> None:

@@ -14,14 +14,14 @@ from services.gateway.mesh_summary import (
     ModelRole,
     PeerSummary,
     ServedModel,
-    local_record,
+    local_summary,
     mesh_models,
     model_roles,
-    node_summary,
     peer_summaries,
     short_id,
 )
 from services.gateway.peers import PeerServices, ServiceHealth
+from services.gateway.pool_summary import Adoption, FileTransfer, PoolEvent, PoolModel, pool_models
 from services.gateway.rates import RequestRates
 from services.gateway.routing import ModelEntry
 from services.gateway.sources import RoutingSources
@@ -41,7 +41,9 @@ VERSION = _version()
 
 @dataclass
 class RequestCounters:
-    """API requests seen by this gateway: totals, and decayed per-model rates for the console."""
+    """API requests seen by this gateway: totals (forwarded ones included), and the decayed per-model
+    rates of the requests that entered the mesh here: this node's share of the mesh's demand, which
+    it gossips (services/gateway/demand.py) and the console shows."""
 
     total: int = 0
     in_flight: int = 0
@@ -49,11 +51,13 @@ class RequestCounters:
     rates: RequestRates = field(default_factory=RequestRates)
     clock: Callable[[], float] = time.monotonic
 
-    def started(self, model: str) -> None:
+    def started(self, model: str, entered_here: bool = True) -> None:
+        """`entered_here` False: a peer forwarded it, and counted it as demand already."""
         self.total += 1
         self.in_flight += 1
         self.by_model[model] = self.by_model.get(model, 0) + 1
-        self.rates.record(model, self.clock())
+        if entered_here:
+            self.rates.record(model, self.clock())
 
     def finished(self) -> None:
         self.in_flight -= 1
@@ -85,6 +89,15 @@ class GatewayStatus:
     requests_by_model: dict[str, int] = field(default_factory=dict)
     request_rate_per_min: dict[str, float] = field(default_factory=dict)
     invite_token_hidden: bool = False  # withheld from a remote viewer (README "Status JSON")
+    # The pool (services/gateway/pool_summary.py): this node's role as its plan says, what it took
+    # up and is fetching; mesh-wide the pool per model and this node's recent pool events.
+    role: str = ""
+    standby: bool = False
+    standby_reason: str = ""
+    adopted: tuple[Adoption, ...] = ()
+    fetching: tuple[FileTransfer, ...] = ()
+    pool: tuple[PoolModel, ...] = ()
+    pool_events: tuple[PoolEvent, ...] = ()
 
     def to_proto(self) -> gateway_pb2.NodeStatus:
         return gateway_pb2.NodeStatus(
@@ -128,8 +141,8 @@ class StatusReporter:
 
     async def snapshot(self, show_invite_token: bool = True) -> GatewayStatus:
         identity = await self._peers.identity()
-        view, table = self._sources.view, self._sources.table
-        local = node_summary(local_record(view))
+        view, table, pool = self._sources.view, self._sources.table, self._sources.pool
+        local = local_summary(view, pool, self._config.client)
         node_id = identity.node_id if identity else view.local_node_id
         return GatewayStatus(
             node_id=node_id,
@@ -154,4 +167,11 @@ class StatusReporter:
             requests_by_model=dict(self._counters.by_model),
             request_rate_per_min=self._counters.rates_per_minute(),
             invite_token_hidden=not show_invite_token,
+            role=local.role,
+            standby=local.standby,
+            standby_reason=local.standby_reason,
+            adopted=local.adopted,
+            fetching=local.fetching,
+            pool=pool_models(pool, view),
+            pool_events=pool.events,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,41 @@ def test_topology_shows_every_node_with_name_and_short_id(page, mesh: dict[str, 
     expect(page.locator('#model-list li[data-model="tiny-x"] .state')).to_have_text("ready")
     expect(page.locator(f'#model-list li[data-model="{GEMMA}"] .state')).to_have_text("ready")
     expect(page.locator("#invite-token")).to_have_text(mesh["a"].invite())
+
+
+def test_a_standby_node_shows_as_standby_with_its_reason(
+    browser, page, mesh: dict[str, RunningNode], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    standby = start_node(tmp_path, "delta", ["--join", mesh["a"].invite()])  # no model: a standby
+    context = browser.new_context(viewport=LAPTOP)
+    try:
+        standby.wait_ready([])
+        standby_id = standby.status().node_id
+        # On A's console: a badge and a line in the node list, a dashed ring in the topology.
+        item = page.locator(f'#node-list li[data-node-id="{standby_id}"]')
+        expect(item.locator(".badge-standby")).to_have_text("standby", timeout=PAGE_LIVE_TIMEOUT_MS)
+        expect(item.locator(".node-standby")).to_contain_text("standby — ")
+        drawn = page.locator(f'#topology g.node.standby[data-node-id="{standby_id}"]')
+        expect(drawn.locator(".node-role")).to_have_text("standby")
+        # On its own console, with the reason its plan gives.
+        own = context.new_page()
+        own.goto(console_url(standby))
+        expect(own.locator("#conn")).to_have_text("live", timeout=PAGE_LIVE_TIMEOUT_MS)
+        mine = own.locator(f'#node-list li[data-node-id="{standby_id}"]')
+        expect(mine.locator(".badge-standby")).to_have_text("standby")
+        reason = console_status(standby)["standby_reason"]
+        assert reason
+        # Said once: a reason of placement's own "standby: …" loses its prefix on the page.
+        why = re.sub(r"^standby:\s*", "", reason, flags=re.IGNORECASE)
+        expect(mine.locator(".node-standby")).to_have_text(f"standby — {why}")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        own.screenshot(path=str(ARTIFACTS / "standby.png"), full_page=True)
+    finally:
+        context.close()
+        standby.stop()
+    expect(page.locator(f'#node-list li[data-node-id="{standby_id}"]')).to_have_count(
+        0, timeout=NODE_GONE_DEADLINE_MS
+    )
 
 
 def test_chat_streams_a_reply_into_the_page(page, mesh: dict[str, RunningNode]) -> None:  # type: ignore[no-untyped-def]

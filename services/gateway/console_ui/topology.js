@@ -13,6 +13,7 @@ const PEER_RADIUS = 30;
 const CROWDED_RADIUS = 20;
 const MARKER_RADIUS = 7;
 const MARKER_STEP_RAD = 0.55;
+const ROLE_LABEL_DY = 17;
 const SERVING_ROLES = new Set(["solo", "split_host"]);
 const VIEW = {
   ring: { x: 230, y: 135 }, narrowBelowPx: 520,
@@ -72,8 +73,19 @@ function drawLink(p, along) {
   ];
 }
 
+// Why a node hosts nothing: standby, or fetching a model file.
+function roleLabel(node) {
+  if (node.role === "fetching" || (node.fetching || []).length) {
+    const [first] = node.fetching || [];
+    const done = first && first.bytes_total ? Math.floor((100 * first.bytes_done) / first.bytes_total) : 0;
+    return first ? `fetching ${done}%` : "fetching";
+  }
+  return node.standby ? "standby" : "";
+}
+
 function drawNode({ node, x, y, r }) {
-  const classes = ["node", node.isSelf ? "self" : "", node.is_client ? "client" : ""].join(" ").trim();
+  const classes = ["node", node.isSelf ? "self" : "", node.is_client ? "client" : "",
+    node.standby ? "standby" : ""].join(" ").replace(/ +/g, " ").trim();
   const served = (node.served || []).filter((m) => m.role !== "standby");
   const group = s("g", { class: classes, "data-node-id": node.node_id },
     s("title", { text: `${nodeLabel(node)} ${node.node_id}` }),
@@ -87,6 +99,11 @@ function drawNode({ node, x, y, r }) {
   if (hosted) {
     group.append(s("text", { class: "node-models", x, y: y + r + 43, "text-anchor": "middle",
       text: clip(hosted, MODELS_LABEL_MAX_CHARS) }));
+  }
+  // Inside the ring, under the VRAM: the labels below are crowded by links already.
+  const role = hosted ? "" : roleLabel(node);
+  if (role) {
+    group.append(s("text", { class: "node-role", x, y: y + ROLE_LABEL_DY, "text-anchor": "middle", text: role }));
   }
   served.forEach((m, i) => {
     const angle = -Math.PI / 4 + i * MARKER_STEP_RAD;

@@ -94,6 +94,13 @@ NODE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "requests_in_flight": int,
     "requests_by_model": dict,
     "request_rate_per_min": dict,
+    "role": str,
+    "standby": bool,
+    "standby_reason": str,
+    "adopted": list,
+    "fetching": list,
+    "pool": list,
+    "pool_events": list,
 }
 PEER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "node_id": str,
@@ -107,7 +114,14 @@ PEER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "models_on_disk": list,
     "request_rate_per_min": dict,
     "version": str,
+    "role": str,
+    "standby": bool,
+    "standby_reason": str,
+    "adopted": list,
+    "fetching": list,
 }
+# Demand goes into gossip at most every few seconds (services/gateway/demand.py), then one round.
+DEMAND_GOSSIP_TIMEOUT_S = 15.0
 
 
 def test_status_describes_this_node(mesh: dict[str, RunningNode]) -> None:
@@ -116,6 +130,7 @@ def test_status_describes_this_node(mesh: dict[str, RunningNode]) -> None:
     assert status["node_id"] == mesh["a"].status().node_id
     assert status["short_id"] == status["node_id"][:SHORT_ID_CHARS]
     assert status["name"] == "a" and not status["is_client"]
+    assert status["role"] == "serving" and not status["standby"] and status["fetching"] == []
     assert status["invite_token"].startswith("mesh1-") and not status["invite_token_hidden"]
     assert status["api_url"].endswith(f":{mesh['a'].api_port}/v1")
     assert status["vram_bytes"] > 0
@@ -156,6 +171,35 @@ async def test_events_start_with_a_snapshot_and_carry_request_rates(mesh: dict[s
         )
         assert rate.data["request_rate_per_min"]["tiny-y"] > 0
     assert status_of(a)["request_rate_per_min"]["tiny-y"] > 0
+
+
+def test_demand_is_gossiped_from_where_requests_enter_and_counted_once(mesh: dict[str, RunningNode]) -> None:
+    a, b = mesh["a"], mesh["b"]
+    a_id = a.status().node_id
+    served_before = status_of(b)["requests_by_model"].get("tiny-y", 0)
+    for _ in range(3):
+        a.chat("tiny-y", "hi", 2)  # enters at A, served by B
+
+    def a_rates_seen_by_b() -> dict:
+        [peer] = [p for p in status_of(b)["peers"] if p["node_id"] == a_id]
+        # The earlier test's request too: four in the last minute, decayed a little.
+        return peer["request_rate_per_min"] if peer["request_rate_per_min"].get("tiny-y", 0) >= 3 else {}
+
+    rates = wait_until(a_rates_seen_by_b, DEMAND_GOSSIP_TIMEOUT_S, "A's demand in B's view of A")
+    assert set(rates) == {"tiny-y"}
+    b_status = status_of(b)
+    # B served them (forwarded through the mesh), but the demand is A's: not counted again at B.
+    assert b_status["requests_by_model"]["tiny-y"] >= served_before + 3
+    assert "tiny-y" not in b_status["request_rate_per_min"]
+    # The pool mesh-wide: tiny-y served by B, with demand.
+    b_id = b.status().node_id
+
+    def tiny_y_pool() -> dict:
+        pool = {m["model"]: m for m in status_of(a)["pool"]}.get("tiny-y", {})
+        return pool if b_id in pool.get("servers", []) and pool["requests_per_min"] > 0 else {}
+
+    pool = wait_until(tiny_y_pool, DEMAND_GOSSIP_TIMEOUT_S, "tiny-y's pool entry with demand")
+    assert pool["requests_per_min_per_server"] > 0
 
 
 async def test_a_node_joining_and_leaving_are_events(mesh: dict[str, RunningNode], tmp_path: Path) -> None:

@@ -184,3 +184,17 @@ async def test_sources_rebuild_the_table_on_each_message_and_keep_it_on_loss() -
     await sources.on_runner_lost()
     assert not sources.runner_connected
     assert isinstance(sources.table.lookup(GEMMA), Route)
+
+
+def test_a_model_whose_file_is_being_fetched_is_loading_for_longer() -> None:
+    from services.gateway.routing import MODEL_FETCHING_RETRY_AFTER_S
+
+    table = RoutingTable.build([], [PlannedModel(GEMMA, PlanRole.FETCHING)])
+    decision = table.lookup(GEMMA)
+    assert isinstance(decision, ModelLoading) and decision.retry_after_s == MODEL_FETCHING_RETRY_AFTER_S
+    assert "fetched from peers" in decision.detail
+    assert [entry.state for entry in table.entries] == ["fetching"]
+    fetching = placement_pb2.Assignment(model=GEMMA, role=placement_pb2.ASSIGNMENT_ROLE_FETCHING)
+    assert plan_models(placement_pb2.Plan(assignments=[fetching])) == (
+        PlannedModel(GEMMA, PlanRole.FETCHING),
+    )
