@@ -44,11 +44,13 @@ from services.mesh.invite import InvalidToken, InviteToken
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
 from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
 from services.node.home import default_home
+from services.proto.meshllm.placement.v1 import placement_pb2
 
 PROG = "mesh-llm"
 READY_TIMEOUT_S = 600.0
 READY_POLL_S = 0.25
 JOIN_SETTLE_S = 5.0
+PLAN_SETTLE_S = 5.0
 STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed", "standby", "remote"}
 NO_MESH_EXIT = 1
 
@@ -278,6 +280,16 @@ def _peers_after_join(config: NodeConfig) -> list:  # type: ignore[type-arg]
         time.sleep(READY_POLL_S)
 
 
+def _first_plan(config: NodeConfig) -> placement_pb2.Plan:
+    """Placement plans once gossip has a view: a standby node says so on its ready screen."""
+    deadline = time.monotonic() + PLAN_SETTLE_S
+    while True:
+        plan = node_plan(config.node_home)
+        if plan.generation or time.monotonic() >= deadline:
+            return plan
+        time.sleep(READY_POLL_S)
+
+
 def describe_listing(config: NodeConfig) -> str:
     places = []
     if config.publish and config.relays:
@@ -322,7 +334,7 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
     for route in current.models:
         console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
     if not config.client:
-        plan = node_plan(config.node_home)
+        plan = _first_plan(config)
         if plan.standby:
             console.print(f"  Standby  {plan.standby_reason.removeprefix('standby: ')}", soft_wrap=True)
     # Never wrapped: the token must survive copy-paste from any terminal width.
