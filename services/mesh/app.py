@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,9 @@ import grpc
 from services.mesh.addresses import OwnAddresses, bind_host, interface_hosts
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
+from services.mesh.file_fetch import FileFetcher
+from services.mesh.file_pacing import TunnelActivity
+from services.mesh.file_source import FileSource
 from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
@@ -39,6 +43,17 @@ INTERFACE_REFRESH_S = 30.0
 PEER_WATCH_REFRESH_S = 2.0
 GOSSIP_INBOX_MAX = 1024
 KNOWN_PEERS_FILE = "peers.json"
+# An operator's cap on the bytes/s this node sends of model files to each peer (a slow uplink;
+# tests use it to watch a transfer mid-way). Unset or 0: full speed unless inference is running.
+FILE_SEND_CAP_ENV = "MESH_LLM_FILE_SEND_BYTES_PER_S"
+
+
+def file_send_cap_bytes_per_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get(FILE_SEND_CAP_ENV) or 0))
+    except ValueError:
+        logger.warning("ignoring a malformed %s", FILE_SEND_CAP_ENV)
+        return 0.0
 
 
 class MeshNode:
@@ -64,11 +79,15 @@ class MeshNode:
         # Clients never run an rpc-server, so they never need the RPC fast path's listener.
         fast_path = None if config.client else FastPathListener(identity, config.node_home.run)
         self.rpc = RpcTunnels(fast_path)
+        # Open inference tunnels per peer: file bytes to a peer yield to them (file_pacing.py).
+        self.activity = TunnelActivity()
+        self.files = FileSource(fast_path, self.activity, file_send_cap_bytes_per_s())
         self.endpoint = MeshEndpoint(
             credentials,
             {
-                wire_pb2.STREAM_KIND_HTTP: self._serve_http_stream,
-                wire_pb2.STREAM_KIND_RPC: self.rpc.serve_stream,
+                wire_pb2.STREAM_KIND_HTTP: self.activity.counting(self._serve_http_stream),
+                wire_pb2.STREAM_KIND_RPC: self.activity.counting(self.rpc.serve_stream),
+                wire_pb2.STREAM_KIND_FILE: self.files.serve_stream,
             },
             self._on_frame,
             self._peers_changed,
@@ -76,7 +95,10 @@ class MeshNode:
         )
         self.keeper = PeerKeeper(self.endpoint, bootstrap, config.home / KNOWN_PEERS_FILE)
         self.own: OwnAddresses | None = None
-        self.tunnels = TunnelListeners(self.endpoint.current_link, self.rpc.carry_from_llama_server)
+        self.tunnels = TunnelListeners(
+            self.endpoint.current_link, self.rpc.carry_from_llama_server, self.activity
+        )
+        self.fetcher = FileFetcher(self.endpoint.links.get, identity.node_id)
         self._known_links: set[str] = set()
         self._notifications: set[asyncio.Task[None]] = set()
 
@@ -170,6 +192,13 @@ class MeshNode:
         for link in self.endpoint.links.values():
             link.send(update)
         logger.info("mesh secret rotated; old invite tokens no longer admit new nodes")
+
+    async def on_view(self, view: gossip_pb2.MeshView) -> None:
+        await self.keeper.on_view(view)
+        # What this node shares with peers: exactly what its own record advertises.
+        for record in view.nodes:
+            if record.node_id == view.local_node_id:
+                self.files.share(record.models_on_disk)
 
     async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
         """The rpc-servers a split host may reach through us: READY ones only."""
@@ -302,6 +331,12 @@ class MeshServicer(mesh_pb2_grpc.MeshServicer):
     ) -> mesh_pb2.ListTunnelsResponse:
         return mesh_pb2.ListTunnelsResponse(tunnels=self._node.rpc.stats())
 
+    async def FetchFile(
+        self, request: mesh_pb2.FetchFileRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[mesh_pb2.FetchProgress]:
+        async for progress in self._node.fetcher.fetch(request):
+            yield progress
+
 
 async def run_mesh(config: NodeConfig) -> None:
     home = config.node_home
@@ -318,9 +353,7 @@ async def run_mesh(config: NodeConfig) -> None:
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
     gossip_channel = open_channel(home, "gossip")
     gossip = gossip_pb2_grpc.GossipStub(gossip_channel)
-    view = follow_stream(
-        "gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.keeper.on_view, logger
-    )
+    view = follow_stream("gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.on_view, logger)
     tasks = [node.keeper.keep_joined(), node.keeper.keep_redialing(), node.follow_interfaces(), view]
     runner_channel = None
     if not config.client:

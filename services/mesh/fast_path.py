@@ -18,13 +18,19 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from services.mesh.addresses import split_address
 from services.mesh.identity import NodeIdentity
 from services.mesh.quic import self_signed_certificate
+
+if TYPE_CHECKING:
+    from services.mesh.link import PeerLink
 
 logger = logging.getLogger("mesh.fast_path")
 
@@ -35,6 +41,7 @@ CONNECT_TIMEOUT_S = 3.0
 MAX_PENDING_TICKETS = 1024
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
 
 
 class FastPathError(ConnectionError):
@@ -67,7 +74,7 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
-def peer_key(writer: asyncio.StreamWriter) -> bytes | None:
+def peer_key(writer: asyncio.StreamWriter | asyncio.BaseTransport) -> bytes | None:
     ssl_object = writer.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
@@ -161,3 +168,35 @@ async def connect(host: str, port: int, expected_key: bytes, ticket: bytes) -> S
     no_delay(writer)
     writer.write(ticket)
     return reader, writer
+
+
+async def connect_protocol(
+    host: str, port: int, expected_key: bytes, ticket: bytes, factory: Callable[[], ProtocolT]
+) -> tuple[asyncio.Transport, ProtocolT]:
+    """`connect`, with the connection's bytes going to a protocol of the caller's (a
+    BufferedProtocol receives bulk bytes with no copy in Python) instead of a StreamReader."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await asyncio.wait_for(
+            loop.create_connection(factory, host, port, ssl=client_context()), CONNECT_TIMEOUT_S
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        raise FastPathError(f"cannot reach {host}:{port}: {exc or 'timed out'}") from exc
+    if peer_key(transport) != expected_key:
+        transport.close()
+        raise FastPathError(f"{host}:{port} is not the node we were offered a ticket by")
+    transport.write(ticket)
+    return transport, protocol  # type: ignore[return-value]
+
+
+def fast_path_target(link: PeerLink, tls_port: int, ticket: bytes) -> tuple[str, int] | None:
+    """The peer's TLS listener: the host we reach its QUIC endpoint at, the port it offered. None
+    for a relayed link (no direct route) or an offer without a ticket."""
+    if link.is_relayed or not tls_port or not ticket:
+        return None
+    address = link.address if link.dialed_by == link.local_node_id else ""
+    address = address or (link.peer.addresses[0] if link.peer.addresses else "")
+    if not address:
+        return None
+    host, _ = split_address(address)
+    return host, tls_port

@@ -47,11 +47,11 @@ class FrameDecoder:
                 break
             body = bytes(self._buffer[LENGTH_PREFIX.size : end])
             del self._buffer[:end]
-            frames.append(_parse(body))
+            frames.append(decode_frame(body))
         return frames
 
 
-def _parse(body: bytes) -> wire_pb2.WireFrame:
+def decode_frame(body: bytes) -> wire_pb2.WireFrame:
     frame = wire_pb2.WireFrame()
     try:
         frame.ParseFromString(body)
@@ -79,7 +79,7 @@ class OneFrameReader:
         end = LENGTH_PREFIX.size + length
         if len(self._buffer) < end:
             return None
-        return _parse(bytes(self._buffer[LENGTH_PREFIX.size : end])), bytes(self._buffer[end:])
+        return decode_frame(bytes(self._buffer[LENGTH_PREFIX.size : end])), bytes(self._buffer[end:])
 
 
 class StreamOpenReader:

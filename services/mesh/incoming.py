@@ -65,7 +65,7 @@ class IncomingStreams(ABC):
         if carrier is not None:
             extra["peer"] = carrier.node_id[:8]
         logger.warning("dropped a stream", extra=extra)
-        _abort(writer)
+        reset_stream(writer)
 
     def _on_stream(
         self, protocol: MeshQuicProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -112,7 +112,7 @@ class IncomingStreams(ABC):
             if protocol is not None:
                 protocol.close()
             else:
-                _abort(writer)
+                reset_stream(writer)
             return
         dialer_id = peer.node_id
         link = PeerLink(
@@ -174,7 +174,7 @@ class IncomingStreams(ABC):
         try:
             far_reader, far_writer = await target.open_raw()
         except ConnectionError:
-            _abort(writer)
+            reset_stream(writer)
             return
         far_writer.write(stream_open_frame(opened.relayed_kind, source))
         if initial:
@@ -196,7 +196,7 @@ async def _read_stream_open(reader: asyncio.StreamReader) -> tuple[wire_pb2.Stre
 STREAM_REFUSED_ERROR = 0x10
 
 
-def _abort(writer: asyncio.StreamWriter) -> None:
+def reset_stream(writer: asyncio.StreamWriter) -> None:
     """Reset the QUIC stream (not a clean FIN): the other side must see it was refused."""
     adapter = writer.transport
     with contextlib.suppress(Exception):

@@ -17,8 +17,7 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.mesh.addresses import split_address
-from services.mesh.fast_path import FastPathError, FastPathListener, connect, no_delay
+from services.mesh.fast_path import FastPathError, FastPathListener, connect, fast_path_target, no_delay
 from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.gguf_index import GgufIndex
 from services.mesh.link import PeerLink
@@ -181,7 +180,7 @@ class RpcTunnels:
         if offer.error:
             _close(writer)
             raise RpcTunnelError(offer.error)
-        target = _fast_path_target(link, offer)
+        target = fast_path_target(link, offer.tls_port, offer.ticket)
         if target is not None:
             try:
                 fast = await connect(*target, link.peer.public_key, offer.ticket)
@@ -282,18 +281,6 @@ class RpcTunnels:
         finally:
             counters.retire(half)
             half.close()
-
-
-def _fast_path_target(link: PeerLink, offer: wire_pb2.RpcOffer) -> tuple[str, int] | None:
-    """The worker's TLS listener: the host we reach its QUIC endpoint at, the port it offered."""
-    if link.is_relayed or not offer.tls_port or not offer.ticket:
-        return None
-    address = link.address if link.dialed_by == link.local_node_id else ""
-    address = address or (link.peer.addresses[0] if link.peer.addresses else "")
-    if not address:
-        return None
-    host, _ = split_address(address)
-    return host, offer.tls_port
 
 
 async def _read_frame(reader: asyncio.StreamReader, initial: bytes = b"") -> tuple[wire_pb2.WireFrame, bytes]:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from services.mesh.file_pacing import TunnelActivity
 from services.mesh.link import PeerLink, StreamPair
 from services.mesh.splice import splice
 from services.proto.meshllm.mesh.v1 import wire_pb2
@@ -29,9 +30,16 @@ class TunnelListeners:
     llama-server to one worker, one listener per worker and model) go to `carry_rpc`.
     """
 
-    def __init__(self, find_link: Callable[[str], Awaitable[PeerLink | None]], carry_rpc: CarryRpc) -> None:
+    def __init__(
+        self,
+        find_link: Callable[[str], Awaitable[PeerLink | None]],
+        carry_rpc: CarryRpc,
+        activity: TunnelActivity | None = None,
+    ) -> None:
         self._find_link = find_link
         self._carry_rpc = carry_rpc
+        # Open connections per peer: file transfers to that peer yield to them (file_pacing.py).
+        self._activity = activity or TunnelActivity()
         self._servers: dict[tuple[str, int, str, str], asyncio.Server] = {}
         self._connections: dict[str, set[asyncio.Task[None]]] = {}
 
@@ -52,6 +60,12 @@ class TunnelListeners:
         task.add_done_callback(tasks.discard)
 
     async def _carry(
+        self, key: tuple[str, int, str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with self._activity.carrying(key[0]):
+            await self._carry_connection(key, reader, writer)
+
+    async def _carry_connection(
         self, key: tuple[str, int, str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer_id, kind, model, model_path = key

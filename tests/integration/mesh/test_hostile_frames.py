@@ -10,6 +10,7 @@ holding A's invite secret) that then misbehave on data streams or on their contr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import threading
 from collections.abc import Coroutine, Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import pytest
 from aioquic.asyncio import connect
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +28,15 @@ from hypothesis import strategies as st
 
 from services.mesh.admission import make_hello
 from services.mesh.endpoint import MeshEndpoint
+from services.mesh.file_fetch import FileFetcher
+from services.mesh.file_wire import (
+    Reply,
+    ReplyParser,
+    chunk_request,
+    manifest_from_proto,
+    manifest_request,
+    path_choice,
+)
 from services.mesh.frames import (
     LENGTH_PREFIX,
     MAX_FRAME_BYTES,
@@ -41,7 +52,8 @@ from services.mesh.incoming import STREAM_OPEN_TIMEOUT_S
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
 from services.mesh.quic import MeshQuicProtocol, quic_configuration
-from services.proto.meshllm.mesh.v1 import wire_pb2
+from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
+from services.proto.meshllm.mesh.v1 import mesh_pb2, wire_pb2
 from tests.support.node import RunningNode, free_port, wait_until
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
@@ -56,7 +68,7 @@ LOG_DEADLINE_S = 5.0
 LOOP_CALL_TIMEOUT_S = 20.0
 KEEPALIVE_INTERVAL_S = 1.0
 STALL_DEADLINE_S = max(STREAM_OPEN_TIMEOUT_S, ADMISSION_TIMEOUT_S) + STREAM_CLOSED_DEADLINE_S
-UNKNOWN_KINDS = (wire_pb2.STREAM_KIND_UNSPECIFIED, *range(5, 40), 2**31 - 1)
+UNKNOWN_KINDS = (wire_pb2.STREAM_KIND_UNSPECIFIED, *range(6, 40), 2**31 - 1)
 
 T = TypeVar("T")
 
@@ -468,6 +480,122 @@ def test_garbage_on_an_rpc_stream_closes_it_without_an_answer(
     assert all(frame.rpc_offer.error for frame in frames), frames  # at most a refusal, never a ticket
     assert not link.closed.is_set(), link.close_reason
     assert_a_still_serves(target, frozenset({member[0].node_id}))
+
+
+def advertised_sha256(target: Target) -> str:
+    with grpc.insecure_channel(target.a.node_home.grpc_target("gossip")) as channel:
+        view = gossip_pb2_grpc.GossipStub(channel).GetView(gossip_pb2.GetViewRequest(), timeout=2)
+    [record] = [r for r in view.nodes if r.node_id == target.a_id]
+    [model] = record.models_on_disk
+    return model.sha256
+
+
+async def file_stream_reply(link: PeerLink, after_open: bytes) -> bytes:
+    """What A answers on a FILE stream; nothing when it resets the stream (a dropped one)."""
+    reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_FILE)
+    writer.write(after_open)
+    writer.write_eof()
+    try:
+        return await asyncio.wait_for(reader.read(), STALL_DEADLINE_S)
+    except ConnectionError:
+        return b""
+
+
+def test_a_file_stream_for_a_file_a_does_not_advertise_gets_a_plain_refusal(
+    target: Target, member: tuple[MeshEndpoint, PeerLink]
+) -> None:
+    _, link = member
+    [reply] = FrameDecoder().feed(target.loop.run(file_stream_reply(link, manifest_request("ab" * 32))))
+    assert "not advertised" in reply.file_reply.error
+    assert not reply.file_reply.ticket and not reply.file_reply.HasField("manifest")
+
+
+def test_a_file_chunk_comes_over_the_quic_stream_and_a_bad_request_is_refused(
+    target: Target, member: tuple[MeshEndpoint, PeerLink]
+) -> None:
+    """The fallback path (no TLS): manifest, path choice, one good chunk, then an unaligned one."""
+    _, link = member
+    sha256 = advertised_sha256(target)
+
+    async def exchange() -> list[Reply]:
+        reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_FILE)
+        writer.write(manifest_request(sha256))
+        parser = ReplyParser(max_body_bytes=2**30)
+        replies: list[Reply] = []
+        while not replies:
+            replies += parser.feed(await asyncio.wait_for(reader.read(65536), STALL_DEADLINE_S))
+        manifest = manifest_from_proto(replies[0].frame.manifest)
+        writer.write(path_choice(on_this_stream=True))
+        writer.write(chunk_request(sha256, *manifest.span(0)) + chunk_request(sha256, 1, 10))
+        writer.write_eof()
+        while data := await asyncio.wait_for(reader.read(65536), STALL_DEADLINE_S):
+            replies += parser.feed(data)
+        return replies
+
+    offer, chunk, refusal = target.loop.run(exchange())
+    manifest = manifest_from_proto(offer.frame.manifest)
+    assert offer.frame.ticket and offer.frame.tls_port  # offered, declined
+    assert hashlib.sha256(chunk.body).digest() == manifest.chunk_sha256[0]
+    assert "not the start of a chunk" in refusal.frame.error
+    assert not link.closed.is_set()
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["tls fast path", "quic stream"])
+def test_a_member_fetches_the_file_a_advertises(
+    target: Target,
+    member: tuple[MeshEndpoint, PeerLink],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_path: bool,
+) -> None:
+    """The receiving side in this process (a real FileFetcher on the member's link): the bytes come
+    over TLS, or stay on the QUIC stream as they do on a relayed link."""
+    monkeypatch.setenv("MESH_LLM_CACHE", str(tmp_path / "cache"))  # this process's hash cache
+    endpoint, link = member
+    sha256 = advertised_sha256(target)
+    fetcher = FileFetcher(
+        lambda node_id: link if node_id == target.a_id else None, endpoint.node_id, fast_path
+    )
+    dest = tmp_path / "fetched.gguf"
+    request = mesh_pb2.FetchFileRequest(
+        name="tiny-x", sha256=sha256, dest_path=str(dest), source_node_ids=[target.a_id]
+    )
+
+    async def fetch() -> list[mesh_pb2.FetchProgress]:
+        return [progress async for progress in fetcher.fetch(request)]
+
+    *_, final = target.loop.run(fetch())
+    assert final.state == mesh_pb2.FETCH_STATE_DONE, final
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == sha256
+    assert final.bytes_done == final.bytes_total == dest.stat().st_size
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    payload=st.one_of(
+        garbage,
+        not_a_stream_open,
+        st.just(path_choice(on_this_stream=True)),
+        st.just(chunk_request("ab" * 32, 0, 1024)),
+    )
+)
+def test_garbage_on_a_file_stream_closes_it_without_a_manifest(
+    target: Target, member: tuple[MeshEndpoint, PeerLink], payload: bytes
+) -> None:
+    _, link = member
+    reply = target.loop.run(file_stream_reply(link, payload))
+    assert not reply, f"A answered a bad file stream: {reply!r}"
+    assert not link.closed.is_set(), link.close_reason
+    assert_a_still_serves(target, frozenset({member[0].node_id}))
+
+
+def test_a_logs_and_counts_the_file_streams_it_dropped(target: Target) -> None:
+    dropped = re.findall(r"dropped a file stream .*file_streams_dropped=(\d+)", target_log(target))
+    assert dropped and [int(n) for n in dropped] == list(range(1, len(dropped) + 1))
+
+
+def target_log(target: Target) -> str:
+    return (target.a.node_home.logs / "mesh.log").read_text(errors="replace")
 
 
 @settings(max_examples=CONTROL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

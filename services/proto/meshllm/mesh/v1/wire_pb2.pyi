@@ -14,11 +14,13 @@ class StreamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_KIND_RPC: _ClassVar[StreamKind]
     STREAM_KIND_RELAY: _ClassVar[StreamKind]
     STREAM_KIND_CONTROL: _ClassVar[StreamKind]
+    STREAM_KIND_FILE: _ClassVar[StreamKind]
 STREAM_KIND_UNSPECIFIED: StreamKind
 STREAM_KIND_HTTP: StreamKind
 STREAM_KIND_RPC: StreamKind
 STREAM_KIND_RELAY: StreamKind
 STREAM_KIND_CONTROL: StreamKind
+STREAM_KIND_FILE: StreamKind
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "mesh_id", "public_key", "nonce", "name", "addresses", "is_client")
@@ -138,8 +140,52 @@ class RpcPath(_message.Message):
     on_this_stream: bool
     def __init__(self, on_this_stream: _Optional[bool] = ...) -> None: ...
 
+class FileRequest(_message.Message):
+    __slots__ = ("sha256", "manifest", "offset", "length")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    manifest: bool
+    offset: int
+    length: int
+    def __init__(self, sha256: _Optional[str] = ..., manifest: _Optional[bool] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class FileManifest(_message.Message):
+    __slots__ = ("file_bytes", "chunk_bytes", "chunk_sha256")
+    FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    file_bytes: int
+    chunk_bytes: int
+    chunk_sha256: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, file_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., chunk_sha256: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FileReply(_message.Message):
+    __slots__ = ("error", "retry_later", "manifest", "tls_port", "ticket", "length")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRY_LATER_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    TLS_PORT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    retry_later: bool
+    manifest: FileManifest
+    tls_port: int
+    ticket: bytes
+    length: int
+    def __init__(self, error: _Optional[str] = ..., retry_later: _Optional[bool] = ..., manifest: _Optional[_Union[FileManifest, _Mapping]] = ..., tls_port: _Optional[int] = ..., ticket: _Optional[bytes] = ..., length: _Optional[int] = ...) -> None: ...
+
+class FilePath(_message.Message):
+    __slots__ = ("on_this_stream",)
+    ON_THIS_STREAM_FIELD_NUMBER: _ClassVar[int]
+    on_this_stream: bool
+    def __init__(self, on_this_stream: _Optional[bool] = ...) -> None: ...
+
 class WireFrame(_message.Message):
-    __slots__ = ("hello", "proof", "admitted", "refused", "ping", "pong", "gossip", "secret_update", "goodbye", "stream_open", "peer_announce", "rpc_open", "rpc_offer", "rpc_path")
+    __slots__ = ("hello", "proof", "admitted", "refused", "ping", "pong", "gossip", "secret_update", "goodbye", "stream_open", "peer_announce", "rpc_open", "rpc_offer", "rpc_path", "file_request", "file_reply", "file_path")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +200,9 @@ class WireFrame(_message.Message):
     RPC_OPEN_FIELD_NUMBER: _ClassVar[int]
     RPC_OFFER_FIELD_NUMBER: _ClassVar[int]
     RPC_PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    FILE_REPLY_FIELD_NUMBER: _ClassVar[int]
+    FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proof: Proof
     admitted: Admitted
@@ -168,4 +217,7 @@ class WireFrame(_message.Message):
     rpc_open: RpcOpen
     rpc_offer: RpcOffer
     rpc_path: RpcPath
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., gossip: _Optional[_Union[GossipPayload, _Mapping]] = ..., secret_update: _Optional[_Union[SecretUpdate, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., peer_announce: _Optional[_Union[PeerAddress, _Mapping]] = ..., rpc_open: _Optional[_Union[RpcOpen, _Mapping]] = ..., rpc_offer: _Optional[_Union[RpcOffer, _Mapping]] = ..., rpc_path: _Optional[_Union[RpcPath, _Mapping]] = ...) -> None: ...
+    file_request: FileRequest
+    file_reply: FileReply
+    file_path: FilePath
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., gossip: _Optional[_Union[GossipPayload, _Mapping]] = ..., secret_update: _Optional[_Union[SecretUpdate, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., peer_announce: _Optional[_Union[PeerAddress, _Mapping]] = ..., rpc_open: _Optional[_Union[RpcOpen, _Mapping]] = ..., rpc_offer: _Optional[_Union[RpcOffer, _Mapping]] = ..., rpc_path: _Optional[_Union[RpcPath, _Mapping]] = ..., file_request: _Optional[_Union[FileRequest, _Mapping]] = ..., file_reply: _Optional[_Union[FileReply, _Mapping]] = ..., file_path: _Optional[_Union[FilePath, _Mapping]] = ...) -> None: ...
