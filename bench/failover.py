@@ -8,8 +8,9 @@ measured: from the kill to the first successful chat answer through `c` (failove
 the reference implementation takes ~60 s), and, of that, until `c` no longer lists `a` (detected_s).
 The promotion is the pool's own: `d` sees the model lost its last server and takes it up.
 
-Transfer (bench/file_transfer.py, same run): a model file fetched from a peer over the mesh vs a
-plain TCP copy of the same file on the same link; the ratio (goal ≥ 0.5).
+Transfer (bench/file_transfer.py, same run): a model file fetched from a peer over the mesh (FetchFile:
+TLS fast path, every chunk and the whole file verified) vs a plain TCP copy of the same file on the
+same link (loopback), interleaved; the ratio of the medians (goal ≥ 0.5).
 
 Prints one JSON object: per-round times, medians, min, max, and each median over its goal.
 Needs root (namespaces), nftables and the llama.cpp build (`make install`).
@@ -30,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.netns import Testbed, netns_unavailable_reason
 from tests.support.netns_mesh import (
     answers,
-    listed_models,
     node_id,
     start_on,
     stop_all,
@@ -125,10 +125,12 @@ def main() -> None:
         out["failover_s"] = _stats([r["failover_s"] for r in rounds])
         out["detected_s"] = _stats([r["detected_s"] for r in rounds])
         out["failover_median_over_goal"] = round(out["failover_s"]["median"] / FAILOVER_GOAL_S, 3)  # type: ignore[index]
-    from bench.file_transfer import measure_transfer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import file_transfer  # bench/file_transfer.py: two nodes of its own, interleaved with plain TCP
 
-    transfer = measure_transfer(rounds=args.transfer_rounds, size_mb=args.transfer_mb)
-    out["transfer"] = transfer
+    out["transfer"] = file_transfer.bench(
+        argparse.Namespace(size_mb=args.transfer_mb, runs=args.transfer_rounds)
+    )
     out["goals"] = {"failover_s": FAILOVER_GOAL_S, "transfer_ratio": TRANSFER_RATIO_GOAL}
     print(json.dumps(out, indent=2))
 

@@ -39,6 +39,7 @@ from services.cli.node_status import (
     node_plan,
     node_status,
 )
+from services.cli.pool_lines import PoolLines
 from services.mesh.addresses import is_loopback_host, only_loopback
 from services.mesh.invite import InvalidToken, InviteToken
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"[yellow]still starting; see {config.node_home.logs}[/]")
         else:
             fail(PROG, f"the node stopped during start-up; see {config.node_home.logs}")
-        code = wait_for_stop_signal(supervisor)
+        news = None if config.client else PoolLines(config.node_home, console).tick
+        code = wait_for_stop_signal(supervisor, news)
     finally:
         console.print("stopping…")
         stop_supervisord(supervisor)

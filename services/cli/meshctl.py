@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import time
@@ -43,6 +44,10 @@ def show_status(home: NodeHome, console: Console) -> None:
     console.print(f"node [bold]{status.node_id[:8]}[/] ({status.name})  version {status.version}")
     console.print(f"API {status.api_url}   console {status.console_url}")
     console.print(f"requests: {status.requests_total} total, {status.requests_in_flight} in flight")
+    with contextlib.suppress(NodeNotRunning):  # a client runs no placement service
+        plan = node_plan(home)
+        if plan.standby:
+            console.print(plan.standby_reason, soft_wrap=True)
     services = Table("service", "state", "detail", title="services")
     for service in status.services:
         state = "[green]up[/]" if service.reachable else "[red]down[/]"

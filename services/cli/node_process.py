@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import services
@@ -54,8 +55,12 @@ def stop_supervisord(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_for_stop_signal(process: subprocess.Popen[bytes]) -> int:
-    """Block until Ctrl-C, SIGTERM or supervisord exiting on its own; return the exit code to use."""
+TICK_EVERY_S = 1.0
+
+
+def wait_for_stop_signal(process: subprocess.Popen[bytes], on_tick: Callable[[], None] | None = None) -> int:
+    """Block until Ctrl-C, SIGTERM or supervisord exiting on its own; return the exit code to use.
+    `on_tick` runs about once a second meanwhile (news for the terminal)."""
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -64,8 +69,12 @@ def wait_for_stop_signal(process: subprocess.Popen[bytes]) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    last_tick = time.monotonic()
     while not stopping:
         if process.poll() is not None:
             return 1
+        if on_tick is not None and time.monotonic() - last_tick >= TICK_EVERY_S:
+            last_tick = time.monotonic()
+            on_tick()
         time.sleep(0.2)
     return 0
