@@ -112,7 +112,8 @@ class MeshNode:
             # Same number as the QUIC port only when the user pinned it (one number to forward on
             # a router); otherwise any free TCP port, so the fast path never takes a TCP port that
             # happens to share the ephemeral QUIC port's number (another service's, say).
-            await self.rpc.fast_path.start(host, port if self.config.bind_port else 0)
+            ours = frozenset((self.config.api_port, self.config.console_port))
+            await self.rpc.fast_path.start(host, port if self.config.bind_port else 0, ours)
         logger.info("listening", extra={"addresses": ",".join(self.endpoint.credentials.addresses)})
 
     def _advertise(self) -> None:

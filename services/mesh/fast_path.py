@@ -39,6 +39,7 @@ TICKET_TTL_S = 10.0
 TICKET_READ_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 MAX_PENDING_TICKETS = 1024
+EPHEMERAL_REDRAWS = 8
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
@@ -99,14 +100,22 @@ class FastPathListener:
         self._server: asyncio.Server | None = None
         self.port = 0
 
-    async def start(self, host: str, preferred_port: int) -> int:
-        """Listen on `preferred_port` if free (the pinned QUIC port: one number to forward), else any."""
-        for port in dict.fromkeys((preferred_port, 0)):
+    async def start(self, host: str, preferred_port: int, avoid: frozenset[int] = frozenset()) -> int:
+        """Listen on `preferred_port` if free (the pinned QUIC port: one number to forward), else any.
+
+        `avoid`: ports the node's other services are about to bind (the API and console start after
+        the mesh): an ephemeral port the kernel hands us may be one of them, so draw again.
+        """
+        for port in [*dict.fromkeys((preferred_port, 0)), *[0] * EPHEMERAL_REDRAWS]:
             try:
-                self._server = await asyncio.start_server(self._accept, host, port, ssl=self._context)
-                break
+                server = await asyncio.start_server(self._accept, host, port, ssl=self._context)
             except OSError:
                 continue
+            if int(server.sockets[0].getsockname()[1]) in avoid:
+                server.close()
+                continue
+            self._server = server
+            break
         if self._server is None:
             raise OSError(f"cannot listen for the RPC fast path on {host}")
         self.port = int(self._server.sockets[0].getsockname()[1])

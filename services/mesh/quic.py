@@ -61,6 +61,11 @@ def peer_certificate_key(protocol: QuicConnectionProtocol) -> bytes | None:
     return certificate.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def _retrieve_outcome(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class MeshQuicProtocol(QuicConnectionProtocol):
     """Reports new streams with their connection, and turns resets and connection loss into errors.
 
@@ -77,6 +82,17 @@ class MeshQuicProtocol(QuicConnectionProtocol):
         kwargs["stream_handler"] = lambda reader, writer: on_stream(self, reader, writer)
         super().__init__(*args, **kwargs)
         self._on_lost = on_lost
+
+    async def wait_connected(self) -> None:
+        try:
+            await super().wait_connected()
+        finally:
+            # Cancelled (a dial timeout, a losing attempt of a dial race): aioquic's shielded waiter
+            # stays behind and gets ConnectionError when the connection ends, which nobody would
+            # retrieve ("Future exception was never retrieved" in the log). Retrieve it here.
+            waiter = self._connected_waiter
+            if waiter is not None:
+                waiter.add_done_callback(_retrieve_outcome)
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamReset):

@@ -85,6 +85,7 @@ class ModelFetcher:
         self._on_change = on_change
         self._on_failure = on_failure
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._fetched: dict[str, Path] = {}  # model -> the file a finished fetch wrote
         self.transfers: dict[str, gossip_pb2.FileTransfer] = {}
         self._nodes: Sequence[MeshNode] = ()
         self._local_id = ""
@@ -95,8 +96,14 @@ class ModelFetcher:
         for model in [m for m in self._tasks if m not in needed]:
             self._tasks.pop(model).cancel()  # retired (or the file arrived): the .part stays
             self.transfers.pop(model, None)
+            self._fetched.pop(model, None)
         for model, sha in needed.items():
             task = self._tasks.get(model)
+            # Fetched: gossip's store rescan lists the file within seconds; until then it still
+            # looks missing, and must not be fetched again.
+            done = self._fetched.get(model)
+            if done is not None and done.exists():
+                continue
             if task is None or task.done():
                 self._tasks[model] = asyncio.ensure_future(self._keep_fetching(model, sha))
 
@@ -137,6 +144,7 @@ class ModelFetcher:
                 self._on_change()
                 if progress.state == mesh_pb2.FETCH_STATE_DONE:
                     logger.info("fetched %s", model, extra={"path": progress.path})
+                    self._fetched[model] = Path(progress.path or request.dest_path)
                     return None
                 if progress.state == mesh_pb2.FETCH_STATE_FAILED:
                     return progress.error or "the transfer failed"

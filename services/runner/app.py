@@ -13,6 +13,7 @@ import grpc
 from services.node.config import NodeConfig
 from services.node.grpc_link import run_until_signalled, start_server
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
+from services.runner import launch
 from services.runner.binaries import LlamaNotBuilt, find_llama_bin_dir
 from services.runner.fleet import ProcessFleet
 from services.runner.pidfile import PidRegistry
@@ -68,6 +69,7 @@ async def _stop_children_on_exit(fleet: ProcessFleet) -> None:
 async def run(cfg: NodeConfig) -> None:
     home = cfg.node_home
     home.ensure()
+    launch.reserve_ports({cfg.api_port, cfg.console_port})
     pids = PidRegistry(home.runner_pids)
     await asyncio.to_thread(pids.reap_leftovers)
     find_bin_dir = _bin_dir_finder(cfg)

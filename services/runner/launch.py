@@ -29,15 +29,28 @@ def log_path_for(log_dir: Path, key: str) -> Path:
     return log_dir / f"{_UNSAFE_FILE_CHARS.sub('_', key).strip('_') or 'process'}.log"
 
 
+# Ports the node's gateway listens on (API, console): an ephemeral port the kernel hands a llama.cpp
+# process must not be one of them, or a gateway restarting while it runs could never bind again.
+RESERVED_PORTS: set[int] = set()
+EPHEMERAL_REDRAWS = 8
+
+
+def reserve_ports(ports: set[int]) -> None:
+    RESERVED_PORTS.update(ports)
+
+
 def pick_port(preferred: int = 0) -> int:
     """A free TCP port on 127.0.0.1; `preferred` first, so a restart keeps its address if it can."""
-    for candidate in (preferred, 0) if preferred else (0,):
+    first = (preferred,) if preferred and preferred not in RESERVED_PORTS else ()
+    for candidate in (*first, *[0] * EPHEMERAL_REDRAWS):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
-            return int(probe.getsockname()[1])
+            port = int(probe.getsockname()[1])
+            if port not in RESERVED_PORTS:
+                return port
     raise OSError("no free TCP port on 127.0.0.1")
 
 

@@ -151,6 +151,8 @@ def test_demand_is_published_again_after_gossip_restarts(mesh: dict[str, Running
         lambda: gossiped_rates(a), DEMAND_TIMEOUT_S, "A's demand back in the new gossip's record"
     )
     assert rates[X] > 0
+    # The fresh record lists tiny-x as served again once placement re-reports it: S routes to A.
+    wait_until(lambda: mesh["s"].servers_of(X), MESH_READY_TIMEOUT_S, "S to route tiny-x to A again")
 
 
 async def test_a_promotion_shows_on_both_consoles_as_it_happens(mesh: dict[str, RunningNode]) -> None:
