@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import grpc
 
@@ -95,6 +96,15 @@ def plan_message(
     )
 
 
+class PublishedPool(NamedTuple):
+    """The pool fields of our gossip record as last published."""
+
+    adopted: list[gossip_pb2.Adoption]
+    seen: list[gossip_pb2.SeenModel]
+    fetching: list[gossip_pb2.FileTransfer]
+    wanted: tuple[str, ...]
+
+
 class PlacementController:
     """Holds the current plan and keeps the runner and the local gossip record in step with it."""
 
@@ -123,7 +133,7 @@ class PlacementController:
             retire_after_cold_s=config.retire_after_s, downloadable=frozenset(downloadable)
         )
         self.fetcher = ModelFetcher(mesh, config.model_store, downloadable, self._soon, self._fetch_failed)
-        self._published_pool: tuple[object, ...] | None = None
+        self._published_pool: PublishedPool | None = None
         self._transfers_published_s = 0.0
         self._decision: PoolDecision | None = None
         self.nodes: list[MeshNode] = []
@@ -162,8 +172,9 @@ class PlacementController:
         files = configured_files(self._config)
         nodes = self.pool.overlay(with_local_files(mesh_nodes_from_view(view), local_id, files), local_id)
         decision = plan_pool(nodes, local_id, now, self._pool_settings, self.pool.cold_since)
-        if self.pool.apply(decision, local_id, now):
-            for event in list(self.pool.events)[-len(decision.promotions) - len(decision.retirements) :]:
+        changed = self.pool.apply(decision, local_id, now)
+        if changed:
+            for event in changed:
                 logger.info("pool: %s %s", event.kind, event.model, extra={"reason": event.reason})
             nodes = self.pool.overlay(nodes, local_id)
             decision = plan_pool(nodes, local_id, now, self._pool_settings, self.pool.cold_since)
@@ -211,14 +222,17 @@ class PlacementController:
     async def _publish_pool(self) -> None:
         """Our adoptions, what we saw served, and transfer progress (at most once a second) in gossip."""
         now = time.monotonic()
+        published = self._published_pool
         transfers = [self.fetcher.transfers[m] for m in sorted(self.fetcher.transfers)]
-        if self._published_pool is not None and now - self._transfers_published_s < TRANSFER_PUBLISH_MIN_S:
-            transfers = list(self._published_pool[2])  # type: ignore[call-overload]
-        state = (adopted_records(self.pool), seen_records(self.pool), transfers, self.pool.wanted)
-        if state == self._published_pool:
+        if published is not None and now - self._transfers_published_s < TRANSFER_PUBLISH_MIN_S:
+            transfers = published.fetching  # progress waits for its second; the rest goes now
+        state = PublishedPool(
+            adopted_records(self.pool), seen_records(self.pool), transfers, self.pool.wanted
+        )
+        if state == published:
             return
         record = gossip_pb2.NodeRecord(
-            adopted=state[0], models_seen=state[1], fetching=state[2], models_wanted=list(self.pool.wanted)
+            adopted=state.adopted, models_seen=state.seen, fetching=state.fetching, models_wanted=state.wanted
         )
         try:
             await self._gossip.UpdateLocal(
@@ -230,7 +244,7 @@ class PlacementController:
         except grpc.aio.AioRpcError as error:
             logger.info("gossip not reachable to publish the pool (%s)", error.code().name)
             return
-        if state[2] != (self._published_pool or ((), (), ()))[2]:
+        if published is None or state.fetching != published.fetching:
             self._transfers_published_s = now
         self._published_pool = state
 

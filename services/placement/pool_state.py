@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from services.placement.pool import PoolDecision, Retirement
+from services.placement.pool import PoolDecision
 from services.placement.view import Adopted, DiskFile, MeshNode, Seen
 
 # A model's "last served" in our record moves at most this often: gossip stays quiet while a model
@@ -55,12 +55,14 @@ class LocalPool:
             for n in nodes
         ]
 
-    def note(self, now_s: float, model: str, kind: str, reason: str) -> None:
-        self.events.append(PoolEvent(now_s, model, kind, reason))
+    def note(self, now_s: float, model: str, kind: str, reason: str) -> PoolEvent:
+        event = PoolEvent(now_s, model, kind, reason)
+        self.events.append(event)
+        return event
 
-    def apply(self, decision: PoolDecision, local_id: str, now_s: float) -> bool:
-        """Take up what the rules gave this node, retire what they retired; True if anything changed."""
-        changed = False
+    def apply(self, decision: PoolDecision, local_id: str, now_s: float) -> list[PoolEvent]:
+        """Take up what the rules gave this node, retire what they retired; what changed, as events."""
+        changed: list[PoolEvent] = []
         for promotion in decision.promotions:
             if promotion.node_id != local_id or promotion.model in self.adopted:
                 continue
@@ -69,19 +71,12 @@ class LocalPool:
             self.adopted[promotion.model] = Adopted(
                 promotion.model, now_s, for_loss=promotion.for_loss, reason=promotion.reason
             )
-            self.note(now_s, promotion.model, "promoted", promotion.reason)
-            changed = True
+            changed.append(self.note(now_s, promotion.model, "promoted", promotion.reason))
         for retirement in decision.retirements:
-            changed |= self._retire(retirement, now_s)
+            if self.adopted.pop(retirement.model, None) is not None:
+                changed.append(self.note(now_s, retirement.model, "retired", retirement.reason))
         self.cold_since = dict(decision.cold_since)
         return changed
-
-    def _retire(self, retirement: Retirement, now_s: float) -> bool:
-        if self.adopted.pop(retirement.model, None) is None:
-            return False
-        self.cold_since.pop(retirement.model, None)
-        self.note(now_s, retirement.model, "retired", retirement.reason)
-        return True
 
     def load(self, model: str, now_s: float) -> str:
         self.declined.pop(model, None)
