@@ -20,7 +20,7 @@ from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
 from services.mesh.file_fetch import FileFetcher
 from services.mesh.file_pacing import TunnelActivity
-from services.mesh.file_source import FileSource
+from services.mesh.file_source import REFRESH_TIMEOUT_S, FileSource
 from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity, load_or_create_identity
 from services.mesh.invite import InviteToken
@@ -196,7 +196,10 @@ class MeshNode:
 
     async def on_view(self, view: gossip_pb2.MeshView) -> None:
         await self.keeper.on_view(view)
-        # What this node shares with peers: exactly what its own record advertises.
+        self.share_own_files(view)
+
+    def share_own_files(self, view: gossip_pb2.MeshView) -> None:
+        """What this node shares with peers: exactly what its own record advertises."""
         for record in view.nodes:
             if record.node_id == view.local_node_id:
                 self.files.share(record.models_on_disk)
@@ -354,6 +357,11 @@ async def run_mesh(config: NodeConfig) -> None:
     logger.info("node %s ready", identity.short_id, extra={"node_id": identity.node_id})
     gossip_channel = open_channel(home, "gossip")
     gossip = gossip_pb2_grpc.GossipStub(gossip_channel)
+
+    async def refresh_shared() -> None:
+        node.share_own_files(await gossip.GetView(gossip_pb2.GetViewRequest(), timeout=REFRESH_TIMEOUT_S))
+
+    node.files.refresh_shared = refresh_shared
     view = follow_stream("gossip view", lambda: gossip.Watch(gossip_pb2.WatchRequest()), node.on_view, logger)
     tasks = [node.keeper.keep_joined(), node.keeper.keep_redialing(), node.follow_interfaces(), view]
     runner_channel = None

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,10 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # A receiver keeps its stream while it waits for chunks to come free (another source is slow).
 SESSION_IDLE_TIMEOUT_S = 60.0
 MAX_SERVING_STREAMS = 32
+# How long a request for an unknown file waits for gossip's word on this node's own record.
+REFRESH_TIMEOUT_S = 2.0
+# Requests for unknown files ask gossip at most this often (a peer asking for junk costs nothing).
+REFRESH_MIN_INTERVAL_S = 1.0
 REQUEST_READ_BYTES = 64 * 1024
 # Chunk bytes the source lets the transport buffer before it waits: a chunk and more, so the
 # next one is read from disk while this one is still going out.
@@ -86,6 +90,10 @@ class FileSource:
         self.activity = activity
         self.cap_bytes_per_s = cap_bytes_per_s
         self.shared: dict[str, SharedFile] = {}
+        # Asks gossip for this node's own record again: a file hashed a moment ago may be in the
+        # record peers see before the view reaches this service.
+        self.refresh_shared: Callable[[], Awaitable[None]] | None = None
+        self._last_refresh = -REFRESH_MIN_INTERVAL_S
         self._manifests: dict[str, ChunkManifest] = {}
         self._pacers: dict[str, SendPacer] = {}
         self.serving = 0
@@ -145,8 +153,19 @@ class FileSource:
             else:
                 await _finish(writer)
 
+    def _may_refresh(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_refresh < REFRESH_MIN_INTERVAL_S:
+            return False
+        self._last_refresh = now
+        return True
+
     async def _lookup(self, sha256: str) -> tuple[SharedFile, ChunkManifest]:
         shared = self.shared.get(sha256)
+        if shared is None and self.refresh_shared is not None and self._may_refresh():
+            with contextlib.suppress(Exception):  # gossip away: refuse as if it said no
+                await asyncio.wait_for(self.refresh_shared(), REFRESH_TIMEOUT_S)
+            shared = self.shared.get(sha256)
         if shared is None:
             raise ChunkRequestError(f"not advertised: this node shares no file with sha256 {sha256[:16]}")
         manifest = self._manifests.get(sha256)
