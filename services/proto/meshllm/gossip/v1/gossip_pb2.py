@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeshllm/gossip/v1/gossip.proto\x12\x11meshllm.gossip.v1\"F\n\tModelFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"/\n\nLayerShare\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\"\xba\x01\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04role\x18\x02 \x01(\x0e\x32\x1c.meshllm.gossip.v1.ModelRole\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.meshllm.gossip.v1.ServeState\x12\x14\n\x0chost_node_id\x18\x04 \x01(\t\x12-\n\x06shares\x18\x05 \x03(\x0b\x32\x1d.meshllm.gossip.v1.LayerShare\"b\n\x08\x41\x64option\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0csince_unix_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x62y_hand\x18\x04 \x01(\x08\x12\x10\n\x08\x66or_loss\x18\x05 \x01(\x08\"l\n\tSeenModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x1a\n\x12last_served_unix_s\x18\x04 \x01(\x01\x12\x16\n\x0e\x64ropped_unix_s\x18\x05 \x01(\x01\"\x92\x01\n\x0c\x46ileTransfer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x03\x12\x12\n\nbytes_done\x18\x04 \x01(\x03\x12\x13\n\x0b\x62ytes_per_s\x18\x05 \x01(\x01\x12\x17\n\x0fsource_node_ids\x18\x06 \x03(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xf9\x05\n\nNodeRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x11\n\tis_client\x18\x06 \x01(\x08\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x12\n\nvram_bytes\x18\x08 \x01(\x03\x12\x34\n\x0emodels_on_disk\x18\t \x03(\x0b\x32\x1c.meshllm.gossip.v1.ModelFile\x12\x15\n\rmodels_wanted\x18\n \x03(\t\x12.\n\x06served\x18\x0b \x03(\x0b\x32\x1e.meshllm.gossip.v1.ServedModel\x12R\n\x14request_rate_per_min\x18\x0c \x03(\x0b\x32\x34.meshllm.gossip.v1.NodeRecord.RequestRatePerMinEntry\x12\x38\n\x06rtt_ms\x18\r \x03(\x0b\x32(.meshllm.gossip.v1.NodeRecord.RttMsEntry\x12\x0f\n\x07leaving\x18\x0e \x01(\x08\x12\x16\n\x0eupdated_unix_s\x18\x0f \x01(\x01\x12\x13\n\x0b\x66orce_split\x18\x10 \x01(\x08\x12\x12\n\npublishing\x18\x11 \x01(\x08\x12,\n\x07\x61\x64opted\x18\x12 \x03(\x0b\x32\x1b.meshllm.gossip.v1.Adoption\x12\x31\n\x0bmodels_seen\x18\x13 \x03(\x0b\x32\x1c.meshllm.gossip.v1.SeenModel\x12\x31\n\x08\x66\x65tching\x18\x14 \x03(\x0b\x32\x1f.meshllm.gossip.v1.FileTransfer\x1a\x38\n\x16RequestRatePerMinEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nRttMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"O\n\x08MeshView\x12\x15\n\rlocal_node_id\x18\x01 \x01(\t\x12,\n\x05nodes\x18\x02 \x03(\x0b\x32\x1d.meshllm.gossip.v1.NodeRecord\"\x10\n\x0eGetViewRequest\"\x0e\n\x0cWatchRequest\"S\n\x12UpdateLocalRequest\x12-\n\x06record\x18\x01 \x01(\x0b\x32\x1d.meshllm.gossip.v1.NodeRecord\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t*\x8c\x01\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_ROLE_SOLO\x10\x01\x12\x19\n\x15MODEL_ROLE_SPLIT_HOST\x10\x02\x12\x1b\n\x17MODEL_ROLE_SPLIT_WORKER\x10\x03\x12\x16\n\x12MODEL_ROLE_STANDBY\x10\x04*\x8a\x01\n\nServeState\x12\x1b\n\x17SERVE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SERVE_STATE_LOADING\x10\x01\x12\x15\n\x11SERVE_STATE_READY\x10\x02\x12\x17\n\x13SERVE_STATE_WAITING\x10\x03\x12\x16\n\x12SERVE_STATE_FAILED\x10\x04\x32\xf1\x01\n\x06Gossip\x12I\n\x07GetView\x12!.meshllm.gossip.v1.GetViewRequest\x1a\x1b.meshllm.gossip.v1.MeshView\x12G\n\x05Watch\x12\x1f.meshllm.gossip.v1.WatchRequest\x1a\x1b.meshllm.gossip.v1.MeshView0\x01\x12S\n\x0bUpdateLocal\x12%.meshllm.gossip.v1.UpdateLocalRequest\x1a\x1d.meshllm.gossip.v1.NodeRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeshllm/gossip/v1/gossip.proto\x12\x11meshllm.gossip.v1\"F\n\tModelFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"/\n\nLayerShare\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\"\xfe\x01\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04role\x18\x02 \x01(\x0e\x32\x1c.meshllm.gossip.v1.ModelRole\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.meshllm.gossip.v1.ServeState\x12\x14\n\x0chost_node_id\x18\x04 \x01(\t\x12-\n\x06shares\x18\x05 \x03(\x0b\x32\x1d.meshllm.gossip.v1.LayerShare\x12*\n\x04kind\x18\x06 \x01(\x0e\x32\x1c.meshllm.gossip.v1.ModelKind\x12\x16\n\x0e\x63ontext_tokens\x18\x07 \x01(\x05\"b\n\x08\x41\x64option\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0csince_unix_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x62y_hand\x18\x04 \x01(\x08\x12\x10\n\x08\x66or_loss\x18\x05 \x01(\x08\"l\n\tSeenModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x1a\n\x12last_served_unix_s\x18\x04 \x01(\x01\x12\x16\n\x0e\x64ropped_unix_s\x18\x05 \x01(\x01\"\x92\x01\n\x0c\x46ileTransfer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x03\x12\x12\n\nbytes_done\x18\x04 \x01(\x03\x12\x13\n\x0b\x62ytes_per_s\x18\x05 \x01(\x01\x12\x17\n\x0fsource_node_ids\x18\x06 \x03(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xf9\x05\n\nNodeRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x11\n\tis_client\x18\x06 \x01(\x08\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x12\n\nvram_bytes\x18\x08 \x01(\x03\x12\x34\n\x0emodels_on_disk\x18\t \x03(\x0b\x32\x1c.meshllm.gossip.v1.ModelFile\x12\x15\n\rmodels_wanted\x18\n \x03(\t\x12.\n\x06served\x18\x0b \x03(\x0b\x32\x1e.meshllm.gossip.v1.ServedModel\x12R\n\x14request_rate_per_min\x18\x0c \x03(\x0b\x32\x34.meshllm.gossip.v1.NodeRecord.RequestRatePerMinEntry\x12\x38\n\x06rtt_ms\x18\r \x03(\x0b\x32(.meshllm.gossip.v1.NodeRecord.RttMsEntry\x12\x0f\n\x07leaving\x18\x0e \x01(\x08\x12\x16\n\x0eupdated_unix_s\x18\x0f \x01(\x01\x12\x13\n\x0b\x66orce_split\x18\x10 \x01(\x08\x12\x12\n\npublishing\x18\x11 \x01(\x08\x12,\n\x07\x61\x64opted\x18\x12 \x03(\x0b\x32\x1b.meshllm.gossip.v1.Adoption\x12\x31\n\x0bmodels_seen\x18\x13 \x03(\x0b\x32\x1c.meshllm.gossip.v1.SeenModel\x12\x31\n\x08\x66\x65tching\x18\x14 \x03(\x0b\x32\x1f.meshllm.gossip.v1.FileTransfer\x1a\x38\n\x16RequestRatePerMinEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nRttMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"O\n\x08MeshView\x12\x15\n\rlocal_node_id\x18\x01 \x01(\t\x12,\n\x05nodes\x18\x02 \x03(\x0b\x32\x1d.meshllm.gossip.v1.NodeRecord\"\x10\n\x0eGetViewRequest\"\x0e\n\x0cWatchRequest\"S\n\x12UpdateLocalRequest\x12-\n\x06record\x18\x01 \x01(\x0b\x32\x1d.meshllm.gossip.v1.NodeRecord\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x12\x15\n\x11MODEL_KIND_RERANK\x10\x03*\x8c\x01\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_ROLE_SOLO\x10\x01\x12\x19\n\x15MODEL_ROLE_SPLIT_HOST\x10\x02\x12\x1b\n\x17MODEL_ROLE_SPLIT_WORKER\x10\x03\x12\x16\n\x12MODEL_ROLE_STANDBY\x10\x04*\x8a\x01\n\nServeState\x12\x1b\n\x17SERVE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13SERVE_STATE_LOADING\x10\x01\x12\x15\n\x11SERVE_STATE_READY\x10\x02\x12\x17\n\x13SERVE_STATE_WAITING\x10\x03\x12\x16\n\x12SERVE_STATE_FAILED\x10\x04\x32\xf1\x01\n\x06Gossip\x12I\n\x07GetView\x12!.meshllm.gossip.v1.GetViewRequest\x1a\x1b.meshllm.gossip.v1.MeshView\x12G\n\x05Watch\x12\x1f.meshllm.gossip.v1.WatchRequest\x1a\x1b.meshllm.gossip.v1.MeshView0\x01\x12S\n\x0bUpdateLocal\x12%.meshllm.gossip.v1.UpdateLocalRequest\x1a\x1d.meshllm.gossip.v1.NodeRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODERECORD_REQUESTRATEPERMINENTRY']._serialized_options = b'8\001'
   _globals['_NODERECORD_RTTMSENTRY']._loaded_options = None
   _globals['_NODERECORD_RTTMSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELROLE']._serialized_start=1687
-  _globals['_MODELROLE']._serialized_end=1827
-  _globals['_SERVESTATE']._serialized_start=1830
-  _globals['_SERVESTATE']._serialized_end=1968
+  _globals['_MODELKIND']._serialized_start=1754
+  _globals['_MODELKIND']._serialized_end=1863
+  _globals['_MODELROLE']._serialized_start=1866
+  _globals['_MODELROLE']._serialized_end=2006
+  _globals['_SERVESTATE']._serialized_start=2009
+  _globals['_SERVESTATE']._serialized_end=2147
   _globals['_MODELFILE']._serialized_start=53
   _globals['_MODELFILE']._serialized_end=123
   _globals['_LAYERSHARE']._serialized_start=125
   _globals['_LAYERSHARE']._serialized_end=172
   _globals['_SERVEDMODEL']._serialized_start=175
-  _globals['_SERVEDMODEL']._serialized_end=361
-  _globals['_ADOPTION']._serialized_start=363
-  _globals['_ADOPTION']._serialized_end=461
-  _globals['_SEENMODEL']._serialized_start=463
-  _globals['_SEENMODEL']._serialized_end=571
-  _globals['_FILETRANSFER']._serialized_start=574
-  _globals['_FILETRANSFER']._serialized_end=720
-  _globals['_NODERECORD']._serialized_start=723
-  _globals['_NODERECORD']._serialized_end=1484
-  _globals['_NODERECORD_REQUESTRATEPERMINENTRY']._serialized_start=1382
-  _globals['_NODERECORD_REQUESTRATEPERMINENTRY']._serialized_end=1438
-  _globals['_NODERECORD_RTTMSENTRY']._serialized_start=1440
-  _globals['_NODERECORD_RTTMSENTRY']._serialized_end=1484
-  _globals['_MESHVIEW']._serialized_start=1486
-  _globals['_MESHVIEW']._serialized_end=1565
-  _globals['_GETVIEWREQUEST']._serialized_start=1567
-  _globals['_GETVIEWREQUEST']._serialized_end=1583
-  _globals['_WATCHREQUEST']._serialized_start=1585
-  _globals['_WATCHREQUEST']._serialized_end=1599
-  _globals['_UPDATELOCALREQUEST']._serialized_start=1601
-  _globals['_UPDATELOCALREQUEST']._serialized_end=1684
-  _globals['_GOSSIP']._serialized_start=1971
-  _globals['_GOSSIP']._serialized_end=2212
+  _globals['_SERVEDMODEL']._serialized_end=429
+  _globals['_ADOPTION']._serialized_start=431
+  _globals['_ADOPTION']._serialized_end=529
+  _globals['_SEENMODEL']._serialized_start=531
+  _globals['_SEENMODEL']._serialized_end=639
+  _globals['_FILETRANSFER']._serialized_start=642
+  _globals['_FILETRANSFER']._serialized_end=788
+  _globals['_NODERECORD']._serialized_start=791
+  _globals['_NODERECORD']._serialized_end=1552
+  _globals['_NODERECORD_REQUESTRATEPERMINENTRY']._serialized_start=1450
+  _globals['_NODERECORD_REQUESTRATEPERMINENTRY']._serialized_end=1506
+  _globals['_NODERECORD_RTTMSENTRY']._serialized_start=1508
+  _globals['_NODERECORD_RTTMSENTRY']._serialized_end=1552
+  _globals['_MESHVIEW']._serialized_start=1554
+  _globals['_MESHVIEW']._serialized_end=1633
+  _globals['_GETVIEWREQUEST']._serialized_start=1635
+  _globals['_GETVIEWREQUEST']._serialized_end=1651
+  _globals['_WATCHREQUEST']._serialized_start=1653
+  _globals['_WATCHREQUEST']._serialized_end=1667
+  _globals['_UPDATELOCALREQUEST']._serialized_start=1669
+  _globals['_UPDATELOCALREQUEST']._serialized_end=1752
+  _globals['_GOSSIP']._serialized_start=2150
+  _globals['_GOSSIP']._serialized_end=2391
 # @@protoc_insertion_point(module_scope)

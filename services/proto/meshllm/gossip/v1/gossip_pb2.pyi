@@ -7,6 +7,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_CHAT: _ClassVar[ModelKind]
+    MODEL_KIND_EMBEDDING: _ClassVar[ModelKind]
+    MODEL_KIND_RERANK: _ClassVar[ModelKind]
+
 class ModelRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_ROLE_UNSPECIFIED: _ClassVar[ModelRole]
@@ -22,6 +29,10 @@ class ServeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERVE_STATE_READY: _ClassVar[ServeState]
     SERVE_STATE_WAITING: _ClassVar[ServeState]
     SERVE_STATE_FAILED: _ClassVar[ServeState]
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_CHAT: ModelKind
+MODEL_KIND_EMBEDDING: ModelKind
+MODEL_KIND_RERANK: ModelKind
 MODEL_ROLE_UNSPECIFIED: ModelRole
 MODEL_ROLE_SOLO: ModelRole
 MODEL_ROLE_SPLIT_HOST: ModelRole
@@ -54,18 +65,22 @@ class LayerShare(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("name", "role", "state", "host_node_id", "shares")
+    __slots__ = ("name", "role", "state", "host_node_id", "shares", "kind", "context_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: ModelRole
     state: ServeState
     host_node_id: str
     shares: _containers.RepeatedCompositeFieldContainer[LayerShare]
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ...) -> None: ...
+    kind: ModelKind
+    context_tokens: int
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ...) -> None: ...
 
 class Adoption(_message.Message):
     __slots__ = ("model", "reason", "since_unix_s", "by_hand", "for_loss")

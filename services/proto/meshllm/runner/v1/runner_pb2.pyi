@@ -7,6 +7,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_CHAT: _ClassVar[ModelKind]
+    MODEL_KIND_EMBEDDING: _ClassVar[ModelKind]
+    MODEL_KIND_RERANK: _ClassVar[ModelKind]
+
 class ProcessKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROCESS_KIND_UNSPECIFIED: _ClassVar[ProcessKind]
@@ -21,6 +28,10 @@ class ProcessState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROCESS_STATE_BACKOFF: _ClassVar[ProcessState]
     PROCESS_STATE_STOPPING: _ClassVar[ProcessState]
     PROCESS_STATE_FAILED: _ClassVar[ProcessState]
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_CHAT: ModelKind
+MODEL_KIND_EMBEDDING: ModelKind
+MODEL_KIND_RERANK: ModelKind
 PROCESS_KIND_UNSPECIFIED: ProcessKind
 PROCESS_KIND_LLAMA_SERVER: ProcessKind
 PROCESS_KIND_RPC_SERVER: ProcessKind
@@ -32,7 +43,7 @@ PROCESS_STATE_STOPPING: ProcessState
 PROCESS_STATE_FAILED: ProcessState
 
 class ProcessSpec(_message.Message):
-    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id")
+    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id", "memory_budget_bytes")
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +54,7 @@ class ProcessSpec(_message.Message):
     EXTRA_ARGS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     key: str
     kind: ProcessKind
     model: str
@@ -53,10 +65,11 @@ class ProcessSpec(_message.Message):
     extra_args: _containers.RepeatedScalarFieldContainer[str]
     draft_model_path: str
     host_node_id: str
-    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ...) -> None: ...
+    memory_budget_bytes: int
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class ProcessStatus(_message.Message):
-    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s")
+    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +78,9 @@ class ProcessStatus(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_KIND_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     spec: ProcessSpec
     state: ProcessState
     host: str
@@ -73,7 +89,10 @@ class ProcessStatus(_message.Message):
     restarts: int
     last_error: str
     state_since_unix_s: float
-    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ...) -> None: ...
+    model_kind: ModelKind
+    context_tokens: int
+    trained_context_tokens: int
+    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., trained_context_tokens: _Optional[int] = ...) -> None: ...
 
 class RunnerStatus(_message.Message):
     __slots__ = ("generation", "processes")
