@@ -74,3 +74,14 @@ def positive_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def context_tokens(text: str) -> int:
+    """--ctx-size: a whole number of tokens, 0 for automatic."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (automatic) or more tokens")
+    return value

@@ -56,7 +56,7 @@ class NodeConfig:
     log_format: str = "pretty"
     log_level: str = "info"
     llama_bin_dir: str = ""
-    context_size: int = 4096
+    context_size: int = 0  # tokens per llama-server (--ctx-size); 0: the runner sizes it per model
     # Where this node keeps model files: it advertises (and shares) every GGUF there, and files
     # fetched from peers land there. Empty: the shared model cache.
     models_dir: str = ""

@@ -28,7 +28,13 @@ from services.placement.pool_messages import (
     seen_records,
 )
 from services.placement.pool_state import load_pool, save_pool
-from services.placement.processes import desired_processes, ready_workers, served_models, split_workers
+from services.placement.processes import (
+    desired_processes,
+    memory_budgets,
+    ready_workers,
+    served_models,
+    split_workers,
+)
 from services.placement.servicer import PlacementServicer, PoolRequestError
 from services.placement.split import plan_for_node
 from services.placement.view import UNHASHED, DiskFile, MeshNode, mesh_nodes_from_view, with_local_files
@@ -268,7 +274,8 @@ class PlacementController:
     async def _reconcile(self, view: gossip_pb2.MeshView) -> None:
         """Desired processes from the plan and what the split workers report; apply when they differ."""
         endpoints = await self._split_endpoints(view)
-        desired = desired_processes(self._assignments, self._config.context_size, endpoints)
+        budgets = memory_budgets(self._assignments, self.plan.node_id, self.plan.vram_bytes)
+        desired = desired_processes(self._assignments, self._config.context_size, endpoints, budgets)
         if desired != self._desired:
             self._desired = desired
             await self._apply()

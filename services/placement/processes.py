@@ -23,28 +23,69 @@ def split_workers(assignment: ModelAssignment) -> tuple[str, ...]:
     return tuple(share.node_id for share in assignment.shares[1:])
 
 
+_RUNS_A_PROCESS = (Role.SOLO, Role.SPLIT_HOST, Role.SPLIT_WORKER)
+
+
+def _weights_here(a: ModelAssignment, node_id: str) -> int:
+    """The bytes of `a`'s weights this node holds: all of a solo model, its own share of a split."""
+    if a.role is Role.SOLO:
+        return a.bytes
+    return sum(share.bytes for share in a.shares if share.node_id == node_id)
+
+
+def memory_budgets(
+    assignments: Sequence[ModelAssignment], node_id: str, node_memory_bytes: int
+) -> dict[str, int]:
+    """By model: the memory its llama-server may use beyond the weights (KV cache, compute buffers).
+
+    What the node's budget (vram_bytes, after --max-vram) leaves once every model placed here has
+    its weights, split evenly over this node's processes. An rpc-server counts: its free memory
+    holds the cache of the layers it computes for its host. A split host's cache spreads over the
+    group with the layers, and every member's leftover is the same fraction of its free memory
+    (shares are proportional to free memory), so the host's budget is its own part divided by its
+    fraction: the whole group's. Empty (no limit) when the node's memory is not known.
+    """
+    running = [a for a in assignments if a.role in _RUNS_A_PROCESS]
+    if node_memory_bytes <= 0 or not running:
+        return {}
+    left = node_memory_bytes - sum(_weights_here(a, node_id) for a in running)
+    # Nothing left still is a budget (the smallest context), never 0, which would mean "no limit".
+    each = max(1, left // len(running))
+    budgets = {}
+    for a in running:
+        if a.role is Role.SOLO:
+            budgets[a.model] = each
+        elif a.role is Role.SPLIT_HOST and a.shares and a.shares[0].fraction > 0:
+            budgets[a.model] = int(each / a.shares[0].fraction)
+    return budgets
+
+
 def desired_processes(
     assignments: Sequence[ModelAssignment],
     context_size: int,
     rpc_endpoints: Mapping[str, Sequence[str]] | None = None,
+    budgets: Mapping[str, int] | None = None,
 ) -> list[runner_pb2.ProcessSpec]:
     """The runner's desired set.
 
     `rpc_endpoints`: by model, the host's loopback tunnel endpoint for each of its workers, in
     --rpc order. A split host starts llama-server only once every worker's endpoint is known
     (its rpc-server is up and the tunnel open): llama-server aborts on an unreachable --rpc.
+    `context_size`: --ctx-size, 0 for the runner to choose from the model and `budgets`
+    (memory_budgets: by model, the memory its llama-server may use beyond the weights).
     """
     endpoints = rpc_endpoints or {}
+    memory = budgets or {}
     specs = []
     for a in assignments:
         if a.role is Role.SOLO:
-            specs.append(_llama_server(a, context_size))
+            specs.append(_llama_server(a, context_size, memory.get(a.model, 0)))
         elif a.role is Role.SPLIT_HOST:
             workers = split_workers(a)
             ready = tuple(endpoints.get(a.model, ()))
             if workers and len(ready) == len(workers):
                 split = tensor_split_for(a.shares, workers, a.host_node_id)
-                specs.append(_llama_server(a, context_size, ready, split))
+                specs.append(_llama_server(a, context_size, memory.get(a.model, 0), ready, split))
         elif a.role is Role.SPLIT_WORKER:
             specs.append(
                 runner_pb2.ProcessSpec(
@@ -59,7 +100,11 @@ def desired_processes(
 
 
 def _llama_server(
-    a: ModelAssignment, context_size: int, rpc: Sequence[str] = (), split: Sequence[float] = ()
+    a: ModelAssignment,
+    context_size: int,
+    memory_budget_bytes: int,
+    rpc: Sequence[str] = (),
+    split: Sequence[float] = (),
 ) -> runner_pb2.ProcessSpec:
     return runner_pb2.ProcessSpec(
         key=llama_server_key(a.model),
@@ -69,6 +114,9 @@ def _llama_server(
         context_size=context_size,
         rpc_endpoints=list(rpc),
         tensor_split=list(split),
+        # Only read when the runner chooses the context; left out otherwise, so a budget that moves
+        # with the node's other models does not change the spec.
+        memory_budget_bytes=0 if context_size else memory_budget_bytes,
     )
 
 
@@ -81,6 +129,19 @@ _PROCESS_TO_SERVE_STATE = {
     runner_pb2.PROCESS_STATE_READY: gossip_pb2.SERVE_STATE_READY,
     runner_pb2.PROCESS_STATE_FAILED: gossip_pb2.SERVE_STATE_FAILED,
 }
+# runner.proto and gossip.proto each define ModelKind (each contract stands alone).
+_KIND_IN_GOSSIP = {
+    runner_pb2.MODEL_KIND_CHAT: gossip_pb2.MODEL_KIND_CHAT,
+    runner_pb2.MODEL_KIND_EMBEDDING: gossip_pb2.MODEL_KIND_EMBEDDING,
+    runner_pb2.MODEL_KIND_RERANK: gossip_pb2.MODEL_KIND_RERANK,
+}
+
+
+def request_context_tokens(process: runner_pb2.ProcessStatus) -> int:
+    """The most context one request gets: the pinned llama-server caps each slot at the trained
+    context (n_ctx_slot()), so a --ctx-size past it only adds room for parallel requests."""
+    trained = process.trained_context_tokens
+    return min(process.context_tokens, trained) if trained else process.context_tokens
 
 
 def process_key_for(assignment: ModelAssignment) -> str:
@@ -104,8 +165,11 @@ def served_models(
             continue
         process = by_key.get(process_key_for(a))
         state = gossip_pb2.SERVE_STATE_LOADING
+        kind, context_tokens = gossip_pb2.MODEL_KIND_UNSPECIFIED, 0
         if process is not None:
             state = _PROCESS_TO_SERVE_STATE.get(process.state, gossip_pb2.SERVE_STATE_LOADING)
+            kind = _KIND_IN_GOSSIP.get(process.model_kind, gossip_pb2.MODEL_KIND_UNSPECIFIED)
+            context_tokens = request_context_tokens(process)
         served.append(
             gossip_pb2.ServedModel(
                 name=a.model,
@@ -113,6 +177,8 @@ def served_models(
                 state=state,
                 host_node_id=a.host_node_id or node_id,
                 shares=[gossip_pb2.LayerShare(node_id=s.node_id, fraction=s.fraction) for s in a.shares],
+                kind=kind,
+                context_tokens=context_tokens,
             )
         )
     return served

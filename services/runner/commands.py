@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.runner.chat_templates import shipped_template
+from services.runner.context_size import (
+    UNKNOWN_TRAINED_CONTEXT_TOKENS,
+    choose_context_tokens,
+    whole_input_batches,
+)
 from services.runner.gguf_meta import ModelTraits
-from services.runner.spec import LOOPBACK_HOST, ProcessKind, ProcessSpec
+from services.runner.spec import LOOPBACK_HOST, ModelKind, ProcessKind, ProcessSpec
 
 LLAMA_SERVER_BINARY = "llama-server"
 RPC_SERVER_BINARY = "ggml-rpc-server"
 BINARIES = (LLAMA_SERVER_BINARY, RPC_SERVER_BINARY)
-DEFAULT_CONTEXT_SIZE_TOKENS = 4096
+DEFAULT_CONTEXT_SIZE_TOKENS = UNKNOWN_TRAINED_CONTEXT_TOKENS  # -c when neither user nor header says
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-# Jinja chat templates for architectures whose GGUFs often ship without one (the packaged Gemma 3
-# 270M does); without it llama-server silently falls back to ChatML, which Gemma does not know.
-FALLBACK_CHAT_TEMPLATES = {
-    "gemma": "gemma.jinja",
-    "gemma2": "gemma.jinja",
-    "gemma3": "gemma.jinja",
-    "gemma3n": "gemma.jinja",
-}
 
 # Flags this module emits; an integration test checks each against the pinned build's --help.
 LLAMA_SERVER_FLAGS = (
@@ -27,7 +25,11 @@ LLAMA_SERVER_FLAGS = (
     "--host",
     "--port",
     "-c",
+    "-b",
+    "-ub",
     "-t",
+    "--embeddings",
+    "--reranking",
     "--alias",
     "--jinja",
     "--chat-template-file",
@@ -57,11 +59,12 @@ def binary_for(kind: ProcessKind) -> str:
 
 
 def chat_template_args(traits: ModelTraits) -> list[str]:
-    """Always the jinja engine (tools and JSON mode need it); a template file only if the GGUF lacks one."""
+    """Always the jinja engine (tools and JSON mode need it); one of our templates where the GGUF's own,
+    or llama.cpp's stand-in for a missing one, would refuse or hide what agents send (chat_templates.py)."""
     args = ["--jinja"]
-    fallback = FALLBACK_CHAT_TEMPLATES.get(traits.architecture)
-    if not traits.has_chat_template and fallback:
-        args += ["--chat-template-file", str(TEMPLATES_DIR / fallback)]
+    template = shipped_template(traits.architecture, traits.has_chat_template, traits.chat_template)
+    if template:
+        args += ["--chat-template-file", str(TEMPLATES_DIR / template)]
     return args
 
 
@@ -117,6 +120,7 @@ def split_args(
 def llama_server_argv(
     spec: ProcessSpec, bin_dir: Path, port: int, threads: int, traits: ModelTraits, local_gpu: bool = False
 ) -> list[str]:
+    context = choose_context_tokens(traits, spec.context_size, spec.memory_budget_bytes)
     argv = [
         str(bin_dir / LLAMA_SERVER_BINARY),
         "-m",
@@ -126,13 +130,22 @@ def llama_server_argv(
         "--port",
         str(port),
         "-c",
-        str(spec.context_size or DEFAULT_CONTEXT_SIZE_TOKENS),
+        str(context),
         "-t",
         str(threads),
         # The gateway serves the console; llama-server's own UI would only be a second, unguarded one.
         "--no-webui",
-        *chat_template_args(traits),
     ]
+    # Pooling comes from the GGUF (--embeddings keeps it; --reranking sets rank pooling). Either one
+    # turns generation off, so no chat template is needed.
+    if traits.kind is ModelKind.EMBEDDING:
+        argv.append("--embeddings")
+    elif traits.kind is ModelKind.RERANK:
+        argv.append("--reranking")
+    else:
+        argv += chat_template_args(traits)
+    if whole_input_batches(traits):
+        argv += ["-b", str(context), "-ub", str(context)]
     if spec.model:
         argv += ["--alias", spec.model]
     if spec.rpc_endpoints:

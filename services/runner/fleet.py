@@ -47,14 +47,15 @@ class ProcessFleet:
         """Start new keys, restart those whose spec changed, stop the rest; returns once stops are done.
 
         A FAILED process whose spec is unchanged stays FAILED: re-asserting the same broken spec
-        (placement re-applies often) must not turn into a restart loop. Changing the spec retries.
+        (placement re-applies often) must not turn into a restart loop. Changing the spec retries,
+        unless only its memory budget changed and the context stays (SupervisedProcess.respec_in_place).
         """
         async with self._apply_lock:
-            outgoing = [
-                process
-                for key, process in self._processes.items()
-                if key not in desired or desired[key] != process.spec
-            ]
+            outgoing = []
+            for key, process in self._processes.items():
+                wanted = desired.get(key)
+                if wanted is None or (wanted != process.spec and not process.respec_in_place(wanted)):
+                    outgoing.append(process)
             await asyncio.gather(*(self._stop(process) for process in outgoing))
             for key, spec in desired.items():
                 if key not in self._processes:

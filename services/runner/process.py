@@ -15,6 +15,7 @@ from pathlib import Path
 from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
 from services.runner.binaries import LlamaNotBuilt, has_offload_device
+from services.runner.context_size import choose_context_tokens
 from services.runner.pidfile import PidRegistry, kill_group
 from services.runner.spec import ProcessKind, ProcessSpec, ProcessState, ProcessStatus
 
@@ -116,9 +117,47 @@ class SupervisedProcess:
         except LlamaNotBuilt as exc:
             raise LaunchError(str(exc)) from exc
 
+    def respec_in_place(self, spec: ProcessSpec) -> bool:
+        """Take `spec` without a restart if it differs only in memory_budget_bytes and leaves the
+        context as it is (placement re-splits a node's memory whenever a model comes or goes; a
+        restart would drop every request in flight for nothing). False: restart it."""
+        same_otherwise = replace(spec, memory_budget_bytes=self.spec.memory_budget_bytes) == self.spec
+        if not same_otherwise or self._traits is None:
+            return False
+        context = choose_context_tokens(self._traits, spec.context_size, spec.memory_budget_bytes)
+        if context != self._status.context_tokens:
+            return False
+        self.spec = spec
+        self._set(spec=spec)
+        return True
+
+    def _note_model(self, traits: gguf_meta.ModelTraits | None) -> None:
+        """What the model is and the context it gets, in the status, before the process starts."""
+        if self.spec.kind is not ProcessKind.LLAMA_SERVER:
+            return
+        known = traits or gguf_meta.ModelTraits()
+        context = choose_context_tokens(known, self.spec.context_size, self.spec.memory_budget_bytes)
+        trained = known.trained_context_tokens
+        if self.spec.context_size and trained and self.spec.context_size > trained:
+            # The pinned llama-server caps each slot at the trained context (n_ctx_slot()); a bigger
+            # unified cache still lets its parallel slots each use that much at once.
+            log.warning(
+                "%s: --ctx-size %d exceeds the %d tokens the model was trained on: one request still "
+                "gets at most %d, the rest of the cache serves requests in parallel",
+                self.spec.key,
+                self.spec.context_size,
+                trained,
+                trained,
+            )
+        self._set(
+            model_kind=traits.kind if traits else None, context_tokens=context, trained_context_tokens=trained
+        )
+
     async def _argv(self, port: int) -> list[str]:
         bin_dir = await asyncio.to_thread(self._check_launchable)
         traits = await self._model_traits()
+        if self._status.context_tokens == 0:
+            self._note_model(traits)
         local_gpu = bool(self.spec.rpc_endpoints) and await asyncio.to_thread(has_offload_device, bin_dir)
         return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits, local_gpu)
 

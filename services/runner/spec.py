@@ -20,6 +20,14 @@ class ProcessKind(enum.IntEnum):
     RPC_SERVER = runner_pb2.PROCESS_KIND_RPC_SERVER
 
 
+class ModelKind(enum.IntEnum):
+    """What a model file is for (runner.proto ModelKind), from its GGUF header."""
+
+    CHAT = runner_pb2.MODEL_KIND_CHAT
+    EMBEDDING = runner_pb2.MODEL_KIND_EMBEDDING
+    RERANK = runner_pb2.MODEL_KIND_RERANK
+
+
 class ProcessState(enum.IntEnum):
     STARTING = runner_pb2.PROCESS_STATE_STARTING
     READY = runner_pb2.PROCESS_STATE_READY
@@ -42,6 +50,8 @@ class ProcessSpec:
     extra_args: tuple[str, ...] = ()
     draft_model_path: str = ""
     host_node_id: str = ""  # rpc-server: the only split host the mesh lets reach it
+    # llama-server with context_size 0: memory it may use beyond the weights (0: not given).
+    memory_budget_bytes: int = 0
 
     @classmethod
     def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
@@ -54,6 +64,8 @@ class ProcessSpec:
             raise InvalidSpec(f"{message.key}: llama-server needs a model_path")
         if message.context_size < 0:
             raise InvalidSpec(f"{message.key}: context_size must not be negative")
+        if message.memory_budget_bytes < 0:
+            raise InvalidSpec(f"{message.key}: memory_budget_bytes must not be negative")
         return cls(
             key=message.key,
             kind=kind,
@@ -65,6 +77,7 @@ class ProcessSpec:
             extra_args=tuple(message.extra_args),
             draft_model_path=message.draft_model_path,
             host_node_id=message.host_node_id,
+            memory_budget_bytes=message.memory_budget_bytes,
         )
 
     def to_proto(self) -> runner_pb2.ProcessSpec:
@@ -79,6 +92,7 @@ class ProcessSpec:
             extra_args=self.extra_args,
             draft_model_path=self.draft_model_path,
             host_node_id=self.host_node_id,
+            memory_budget_bytes=self.memory_budget_bytes,
         )
 
 
@@ -104,6 +118,10 @@ class ProcessStatus:
     last_error: str = ""
     state_since_unix_s: float = 0.0
     host: str = LOOPBACK_HOST
+    # llama-server, once its GGUF header is read: what the model is and the context it runs with.
+    model_kind: ModelKind | None = None
+    context_tokens: int = 0
+    trained_context_tokens: int = 0  # 0: the header does not say
 
     def to_proto(self) -> runner_pb2.ProcessStatus:
         return runner_pb2.ProcessStatus(
@@ -115,4 +133,7 @@ class ProcessStatus:
             restarts=self.restarts,
             last_error=self.last_error,
             state_since_unix_s=self.state_since_unix_s,
+            model_kind=int(self.model_kind or runner_pb2.MODEL_KIND_UNSPECIFIED),  # type: ignore[arg-type]
+            context_tokens=self.context_tokens,
+            trained_context_tokens=self.trained_context_tokens,
         )

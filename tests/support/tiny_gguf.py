@@ -1,8 +1,13 @@
-"""A tiny random-weight llama-architecture GGUF that real llama.cpp loads in milliseconds.
+"""Tiny random-weight GGUFs that real llama.cpp loads in milliseconds.
 
-The output is gibberish but deterministic at temperature 0, which is all the process, routing and
-split tests need. The tokenizer is byte-level BPE ("gpt2"): the 256 byte tokens make every string
-tokenizable, a few merges exercise the BPE path, and ChatML special tokens back the chat template.
+The llama-architecture chat model's output is gibberish but deterministic at temperature 0, which
+is all the process, routing and split tests need. Its tokenizer is byte-level BPE ("gpt2"): the 256
+byte tokens make every string tokenizable, a few merges exercise the BPE path, and ChatML special
+tokens back the chat template.
+
+The BERT encoders (an embedding model with mean pooling, and a reranker with rank pooling and a
+classification head) carry the tensors llama.cpp's src/models/bert.cpp requires and a WordPiece
+("bert") vocabulary of single characters, so any ASCII text tokenizes.
 """
 
 from __future__ import annotations
@@ -144,4 +149,128 @@ def write_tiny_llama_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+BERT_ARCH = "bert"
+ENCODER_CONTEXT_LENGTH_TOKENS = 512  # BERT's; position_embd holds one row per position
+LAYER_NORM_EPS = 1e-12
+BERT_TOKEN_TYPE_COUNT = 2  # sentence A / sentence B
+# WordPiece specials, their ids written out: llama.cpp's defaults (100-103) are BERT's own vocabulary's.
+WPM_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+WPM_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:;()"
+# llama.cpp's WPM tokenizer looks words up with this phantom-space prefix ("##x" pieces lose it).
+WPM_WORD_START = "\u2581"
+
+
+def _add_wpm_tokenizer(writer: gguf.GGUFWriter) -> None:
+    """Specials, then every character as a word start ("▁a") and as a continuation ("a")."""
+    tokens = list(WPM_SPECIALS)
+    tokens += [WPM_WORD_START + c for c in WPM_CHARACTERS] + list(WPM_CHARACTERS)
+    types = [gguf.TokenType.CONTROL] * len(WPM_SPECIALS) + [gguf.TokenType.NORMAL] * (
+        len(tokens) - len(WPM_SPECIALS)
+    )
+    types[WPM_SPECIALS.index("[UNK]")] = gguf.TokenType.UNKNOWN
+    writer.add_tokenizer_model("bert")
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_type_count(BERT_TOKEN_TYPE_COUNT)
+    for add, special in (
+        (writer.add_pad_token_id, "[PAD]"),
+        (writer.add_unk_token_id, "[UNK]"),
+        (writer.add_bos_token_id, "[CLS]"),
+        (writer.add_sep_token_id, "[SEP]"),
+        (writer.add_mask_token_id, "[MASK]"),
+    ):
+        add(WPM_SPECIALS.index(special))
+    writer.add_add_bos_token(True)
+    writer.add_add_sep_token(True)
+
+
+def _add_bert_tensors(
+    writer: gguf.GGUFWriter, rng: np.random.Generator, n_layers: int, n_embd: int, n_vocab: int
+) -> None:
+    def weight(*shape: int) -> np.ndarray:
+        return rng.normal(0.0, WEIGHT_STD, size=shape).astype(np.float32)
+
+    def norm(prefix: str, size: int = n_embd) -> None:
+        writer.add_tensor(f"{prefix}.weight", np.ones(size, dtype=np.float32))
+        writer.add_tensor(f"{prefix}.bias", np.zeros(size, dtype=np.float32))
+
+    n_ff = 2 * n_embd
+    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
+    writer.add_tensor("token_types.weight", weight(BERT_TOKEN_TYPE_COUNT, n_embd))
+    writer.add_tensor("position_embd.weight", weight(ENCODER_CONTEXT_LENGTH_TOKENS, n_embd))
+    norm("token_embd_norm")
+    for layer in range(n_layers):
+        prefix = f"blk.{layer}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(f"{prefix}.{name}.weight", weight(n_embd, n_embd))
+            writer.add_tensor(f"{prefix}.{name}.bias", weight(n_embd))
+        norm(f"{prefix}.attn_output_norm")
+        writer.add_tensor(f"{prefix}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"{prefix}.ffn_up.bias", weight(n_ff))
+        writer.add_tensor(f"{prefix}.ffn_down.weight", weight(n_embd, n_ff))
+        writer.add_tensor(f"{prefix}.ffn_down.bias", weight(n_embd))
+        norm(f"{prefix}.layer_output_norm")
+
+
+def _write_tiny_bert(
+    path: Path | str, name: str, pooling: gguf.PoolingType, n_layers: int, n_embd: int, n_head: int, seed: int
+) -> tuple[gguf.GGUFWriter, np.random.Generator, Path]:
+    """The shared part of both encoders; the caller adds its head tensors and closes the file."""
+    if n_embd % n_head:
+        raise TinyModelError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, BERT_ARCH)
+    writer.add_name(name)
+    writer.add_context_length(ENCODER_CONTEXT_LENGTH_TOKENS)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(2 * n_embd)
+    writer.add_head_count(n_head)
+    writer.add_layer_norm_eps(LAYER_NORM_EPS)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(pooling)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _add_wpm_tokenizer(writer)
+    n_vocab = len(WPM_SPECIALS) + 2 * len(WPM_CHARACTERS)
+    _add_bert_tensors(writer, rng, n_layers, n_embd, n_vocab)
+    return writer, rng, path
+
+
+def _finish(writer: gguf.GGUFWriter) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_tiny_embedding_gguf(
+    path: Path | str, n_layers: int = 2, n_embd: int = 32, n_head: int = 2, seed: int = 0
+) -> Path:
+    """A random-weight BERT with mean pooling: llama-server --embeddings answers n_embd floats."""
+    writer, _, path = _write_tiny_bert(
+        path, "tiny-random-bert-embedding", gguf.PoolingType.MEAN, n_layers, n_embd, n_head, seed
+    )
+    _finish(writer)
+    return path
+
+
+def write_tiny_rerank_gguf(
+    path: Path | str, n_layers: int = 2, n_embd: int = 32, n_head: int = 2, seed: int = 0
+) -> Path:
+    """A random-weight BERT cross-encoder (rank pooling of [CLS], then a one-score classification
+    head, as bge-reranker's GGUFs have it): llama-server --reranking scores query/document pairs."""
+    writer, rng, path = _write_tiny_bert(
+        path, "tiny-random-bert-reranker", gguf.PoolingType.RANK, n_layers, n_embd, n_head, seed
+    )
+    # The score spread matters to tests: a larger std than the body's keeps scores apart.
+    writer.add_tensor("cls.weight", rng.normal(0.0, 0.5, size=(n_embd, n_embd)).astype(np.float32))
+    writer.add_tensor("cls.bias", np.zeros(n_embd, dtype=np.float32))
+    writer.add_tensor("cls.output.weight", rng.normal(0.0, 0.5, size=(1, n_embd)).astype(np.float32))
+    writer.add_tensor("cls.output.bias", np.zeros(1, dtype=np.float32))
+    _finish(writer)
     return path

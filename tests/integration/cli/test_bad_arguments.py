@@ -23,6 +23,8 @@ BIN = Path(sys.executable).parent
         (["mesh-llm", "--max-vram", "-1", "--model", "gemma3-270m"], "more than 0"),
         (["mesh-llm", "--client", "--model", "gemma3-270m"], "--client serves no models"),
         (["mesh-llm", "--advertise", "nohost"], "HOST:PORT"),
+        (["mesh-llm", "--ctx-size", "-1"], "0 (automatic) or more tokens"),
+        (["mesh-llm", "--ctx-size", "lots"], "not a number of tokens"),
         (["mesh-llm", "--bogus"], "unrecognized arguments"),
         (["meshctl", "frobnicate"], "invalid choice"),
         (["mesh-llm", "download", "no-such-model"], "unknown model"),

@@ -134,8 +134,17 @@ def test_default_threads(cpus: int, threads: int) -> None:
     assert default_threads(cpus) == threads
 
 
-def test_model_with_its_own_template_uses_it() -> None:
-    assert chat_template_args(ModelTraits("gemma3", has_chat_template=True)) == ["--jinja"]
+def test_model_with_a_tool_aware_template_of_its_own_keeps_it() -> None:
+    template = "{% for m in messages %}<|im_start|>{{ m.role }}{{ m.tool_calls }}{% endfor %}"
+    assert chat_template_args(ModelTraits("llama", has_chat_template=True, chat_template=template)) == [
+        "--jinja"
+    ]
+
+
+def test_a_tool_blind_chatml_template_gets_ours_which_shows_tools_and_calls() -> None:
+    template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
+    args = chat_template_args(ModelTraits("llama", has_chat_template=True, chat_template=template))
+    assert args == ["--jinja", "--chat-template-file", str(TEMPLATES_DIR / "chatml.jinja")]
 
 
 def test_gemma_without_template_gets_ours() -> None:
@@ -144,8 +153,9 @@ def test_gemma_without_template_gets_ours() -> None:
     assert (TEMPLATES_DIR / "gemma.jinja").is_file()
 
 
-def test_unknown_architecture_without_template_keeps_llama_cpp_default() -> None:
-    assert chat_template_args(ModelTraits("mystery", has_chat_template=False)) == ["--jinja"]
+def test_a_model_without_any_template_gets_our_chatml_instead_of_llama_cpps_stand_in() -> None:
+    args = chat_template_args(ModelTraits("mystery", has_chat_template=False))
+    assert args == ["--jinja", "--chat-template-file", str(TEMPLATES_DIR / "chatml.jinja")]
 
 
 def test_every_emitted_flag_is_declared() -> None:

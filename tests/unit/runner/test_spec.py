@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from services.proto.meshllm.runner.v1 import runner_pb2 as pb
-from services.runner.spec import InvalidSpec, ProcessKind, ProcessSpec, specs_from_proto
+from services.runner.spec import (
+    InvalidSpec,
+    ModelKind,
+    ProcessKind,
+    ProcessSpec,
+    ProcessState,
+    ProcessStatus,
+    specs_from_proto,
+)
 
 
 def test_round_trip() -> None:
@@ -19,6 +27,7 @@ def test_round_trip() -> None:
         context_size=2048,
         extra_args=["-ngl", "9"],
         draft_model_path="/d.gguf",
+        memory_budget_bytes=3 << 30,
     )
     spec = ProcessSpec.from_proto(message)
     assert spec.kind is ProcessKind.LLAMA_SERVER and spec.tensor_split == (0.5, 0.5)
@@ -37,6 +46,7 @@ def test_equal_specs_compare_equal() -> None:
         (pb.ProcessSpec(key="x"), "kind"),
         (pb.ProcessSpec(key="x", kind=pb.PROCESS_KIND_LLAMA_SERVER), "model_path"),
         (pb.ProcessSpec(key="x", kind=pb.PROCESS_KIND_RPC_SERVER, context_size=-1), "context_size"),
+        (pb.ProcessSpec(key="x", kind=pb.PROCESS_KIND_RPC_SERVER, memory_budget_bytes=-1), "memory_budget"),
     ],
 )
 def test_invalid(message: pb.ProcessSpec, reason: str) -> None:
@@ -48,3 +58,29 @@ def test_duplicate_keys() -> None:
     message = pb.ProcessSpec(key="r", kind=pb.PROCESS_KIND_RPC_SERVER)
     with pytest.raises(InvalidSpec, match="duplicate"):
         specs_from_proto([message, message])
+
+
+def test_status_carries_the_model_kind_and_contexts() -> None:
+    spec = ProcessSpec("llama-server/e", ProcessKind.LLAMA_SERVER, model_path="/e.gguf")
+    known = ProcessStatus(
+        spec,
+        ProcessState.READY,
+        model_kind=ModelKind.EMBEDDING,
+        context_tokens=512,
+        trained_context_tokens=512,
+    )
+    message = known.to_proto()
+    assert (message.model_kind, message.context_tokens, message.trained_context_tokens) == (
+        pb.MODEL_KIND_EMBEDDING,
+        512,
+        512,
+    )
+    assert ProcessStatus(spec, ProcessState.STARTING).to_proto().model_kind == pb.MODEL_KIND_UNSPECIFIED
+
+
+def test_model_kinds_mirror_the_proto() -> None:
+    assert {k.name: int(k) for k in ModelKind} == {
+        "CHAT": pb.MODEL_KIND_CHAT,
+        "EMBEDDING": pb.MODEL_KIND_EMBEDDING,
+        "RERANK": pb.MODEL_KIND_RERANK,
+    }

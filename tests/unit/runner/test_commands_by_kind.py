@@ -1,0 +1,65 @@
+"""llama-server argv by model kind and chosen context (services/runner/commands.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.runner.commands import LLAMA_SERVER_FLAGS, build_argv
+from services.runner.gguf_meta import ModelTraits
+from services.runner.spec import ModelKind, ProcessKind, ProcessSpec
+
+BIN = Path("/opt/llama/bin")
+MIB = 1024**2
+CHAT = ModelTraits("llama", True, 30, trained_context_tokens=8192, kv_bytes_per_token=23040)
+EMBEDDING = ModelTraits(
+    "bert", False, 12, kind=ModelKind.EMBEDDING, trained_context_tokens=512, encoder_only=True
+)
+RERANK = ModelTraits("bert", False, 12, kind=ModelKind.RERANK, trained_context_tokens=512, encoder_only=True)
+
+
+def spec(context_size: int = 0, budget: int = 0) -> ProcessSpec:
+    return ProcessSpec(
+        key="llama-server/m",
+        kind=ProcessKind.LLAMA_SERVER,
+        model="m",
+        model_path="/models/m.gguf",
+        context_size=context_size,
+        memory_budget_bytes=budget,
+    )
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_an_embedding_model_runs_embeddings_only_with_its_whole_input_in_one_batch() -> None:
+    argv = build_argv(spec(), BIN, port=1, cpu_count=2, traits=EMBEDDING)
+    assert "--embeddings" in argv and "--reranking" not in argv
+    assert "--jinja" not in argv and "--chat-template-file" not in argv
+    assert flag_value(argv, "-c") == flag_value(argv, "-b") == flag_value(argv, "-ub") == "512"
+
+
+def test_a_reranker_runs_with_reranking() -> None:
+    argv = build_argv(spec(), BIN, port=1, cpu_count=2, traits=RERANK)
+    assert "--reranking" in argv and "--embeddings" not in argv and "--jinja" not in argv
+    assert flag_value(argv, "-ub") == "512"
+
+
+def test_a_chat_model_gets_the_context_its_budget_holds() -> None:
+    argv = build_argv(spec(budget=600 * MIB), BIN, port=1, cpu_count=2, traits=CHAT)
+    assert flag_value(argv, "-c") == "3584"  # tests/unit/runner/test_context_size.py
+    assert "--jinja" in argv and "-ub" not in argv and "--embeddings" not in argv
+    assert flag_value(build_argv(spec(), BIN, port=1, cpu_count=2, traits=CHAT), "-c") == "8192"
+
+
+def test_the_users_context_wins() -> None:
+    argv = build_argv(spec(context_size=20000, budget=600 * MIB), BIN, port=1, cpu_count=2, traits=CHAT)
+    assert flag_value(argv, "-c") == "20000"
+
+
+def test_every_flag_we_emit_is_in_the_checked_list() -> None:
+    """The integration test checks LLAMA_SERVER_FLAGS against the pinned --help."""
+    for traits in (CHAT, EMBEDDING, RERANK):
+        argv = build_argv(spec(), BIN, port=1, cpu_count=2, traits=traits)
+        emitted = {arg for arg in argv[1:] if arg.startswith("-") and not arg.lstrip("-").isdigit()}
+        assert emitted <= set(LLAMA_SERVER_FLAGS), emitted - set(LLAMA_SERVER_FLAGS)
