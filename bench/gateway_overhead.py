@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Gateway overhead: the same streaming chat completion straight to llama-server and through the gateway.
+"""Gateway overhead: the same streaming answer straight to llama-server and through the gateway, for
+each API the gateway forwards (`--api chat|responses|messages|all`: OpenAI chat completions, OpenAI
+Responses, Anthropic Messages).
 
 Starts llama-server on Gemma 270M and the gateway's API app (production settings: uvicorn, uvloop,
 the same proxy; in its own process, as in a node) with a fixed route to it, then runs interleaved
@@ -9,6 +11,7 @@ both alike. Per request it measures TTFT (request sent -> first content delta) a
 `--max-tokens` long. Prints one JSON object with medians per path and the ratios.
 
     .venv/bin/python bench/gateway_overhead.py [--rounds 8] [--max-tokens 128] [--llama-threads N]
+        [--api chat|responses|messages|all]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from streaming_chat import timed_stream
+from streaming_chat import API_PATHS, timed_stream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemma3-270m"
@@ -98,8 +101,9 @@ def llama_bin_dir() -> Path:
     return Path(printed.stdout.strip().splitlines()[-1])
 
 
-def measure(client: httpx.Client, base_url: str, max_tokens: int) -> Sample:
-    timing = timed_stream(client, base_url + "/v1/chat/completions", MODEL, PROMPT, max_tokens)
+def measure(client: httpx.Client, base_url: str, max_tokens: int, api: str) -> Sample:
+    url = base_url + "/v1" + API_PATHS[api]
+    timing = timed_stream(client, url, MODEL, PROMPT, max_tokens, api)
     return Sample(timing.ttft_s, timing.tokens, timing.decode_tok_s, timing.server_decode_tok_s)
 
 
@@ -112,26 +116,30 @@ def summarize(samples: list[Sample]) -> dict[str, float]:
     }
 
 
-def run_rounds(direct_url: str, gateway_url: str, rounds: int, max_tokens: int) -> dict[str, list[Sample]]:
+def run_rounds(
+    direct_url: str, gateway_url: str, rounds: int, max_tokens: int, api: str
+) -> dict[str, list[Sample]]:
     samples: dict[str, list[Sample]] = {"direct": [], "gateway": []}
     urls = {"direct": direct_url, "gateway": gateway_url}
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
         for _ in range(WARMUP_REQUESTS):
             for url in urls.values():
-                measure(client, url, max_tokens)
+                measure(client, url, max_tokens, api)
         for round_index in range(rounds):
             order = ["direct", "gateway"] if round_index % 2 == 0 else ["gateway", "direct"]
             for path in order:
-                samples[path].append(measure(client, urls[path], max_tokens))
+                samples[path].append(measure(client, urls[path], max_tokens, api))
     return samples
 
 
-def report(samples: dict[str, list[Sample]], rounds: int, max_tokens: int) -> dict[str, object]:
+def report(samples: dict[str, list[Sample]], rounds: int, max_tokens: int, api: str) -> dict[str, object]:
     direct, gateway = summarize(samples["direct"]), summarize(samples["gateway"])
     pairs = zip(samples["gateway"], samples["direct"], strict=True)
     paired = [g.decode_tok_s / d.decode_tok_s for g, d in pairs]
     return {
         "bench": "gateway_overhead",
+        "api": api,
+        "path": "/v1" + API_PATHS[api],
         "model": MODEL,
         "rounds": rounds,
         "max_tokens": max_tokens,
@@ -186,38 +194,48 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="llama-server --threads (default: llama.cpp's own choice, all cores)",
     )
+    parser.add_argument(
+        "--api",
+        choices=[*API_PATHS, "all"],
+        default="chat",
+        help="which API's streaming endpoint to compare; all: each in turn, in one run (default: chat)",
+    )
     parser.add_argument("--serve-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def bench(args: argparse.Namespace) -> dict[str, object]:
+def bench(args: argparse.Namespace) -> dict[str, object] | list[dict[str, object]]:
     from services.node.catalog import resolve_model
 
     llama_port, gateway_port = free_port(), free_port()
     direct_url, gateway_url = f"http://127.0.0.1:{llama_port}", f"http://127.0.0.1:{gateway_port}"
     llama = [
         str(llama_bin_dir() / "llama-server"), "-m", resolve_model(MODEL).path, "--host", "127.0.0.1",
-        "--port", str(llama_port), "-c", str(CONTEXT_TOKENS), "--alias", MODEL,
+        "--port", str(llama_port), "-c", str(CONTEXT_TOKENS), "--alias", MODEL, "--jinja",
     ]  # fmt: skip
     if args.llama_threads:
         llama += ["--threads", str(args.llama_threads)]
     gateway = [sys.executable, __file__, "--serve-gateway", str(gateway_port)]
     gateway += ["--upstream-port", str(llama_port)]
     logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    apis = list(API_PATHS) if args.api == "all" else [args.api]
+    results = []
     try:
         with (
             running(llama, direct_url, "llama-server", logs / "llama-server.log"),
             running(gateway, gateway_url, "gateway", logs / "gateway.log"),
         ):
-            samples = run_rounds(direct_url, gateway_url, args.rounds, args.max_tokens)
+            for api in apis:
+                samples = run_rounds(direct_url, gateway_url, args.rounds, args.max_tokens, api)
+                result = report(samples, args.rounds, args.max_tokens, api)
+                result["llama_threads"] = args.llama_threads or "default"
+                results.append(result)
     except Exception:
         print(f"bench failed; process logs kept in {logs}", file=sys.stderr)
         raise
     shutil.rmtree(logs)
-    result = report(samples, args.rounds, args.max_tokens)
-    result["llama_threads"] = args.llama_threads or "default"
-    return result
+    return results[0] if len(results) == 1 else results
 
 
 def main() -> None:

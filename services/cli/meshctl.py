@@ -58,12 +58,14 @@ def show_status(home: NodeHome, console: Console) -> None:
 
 def show_models(home: NodeHome, console: Console, status=None) -> None:  # type: ignore[no-untyped-def]
     status = status or node_status(home)
-    models = Table("model", "state", "where", "endpoint", title="models")
+    models = Table("model", "state", "kind", "context", "where", "endpoint", title="models")
     for route in status.models:
         where = "this node" if route.local else ", ".join(n[:8] for n in route.node_ids)
-        models.add_row(route.model, route.state, where, route.endpoint)
+        kind = route.kind if route.kind != "unknown" else ""
+        context = f"{route.context_tokens}" if route.context_tokens else ""
+        models.add_row(route.model, route.state, kind, context, where, route.endpoint)
     if not status.models:
-        models.add_row("(none)", "", "", "")
+        models.add_row("(none)", "", "", "", "", "")
     console.print(models)
 
 

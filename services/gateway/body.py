@@ -15,7 +15,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from services.gateway.errors import OpenAIError, bad_request
+from services.gateway.errors import ApiDialect, OpenAIError, bad_request
+from services.gateway.routing import ModelKind
 
 # Far above any chat a 128k-context model can take (≈ 0.5 MB of text), small enough that a runaway
 # client cannot make the gateway buffer hundreds of MB.
@@ -23,15 +24,46 @@ MAX_REQUEST_BODY_BYTES = 8 * 1024 * 1024
 
 
 class Endpoint(enum.Enum):
-    """An OpenAI endpoint the gateway forwards, with the field its body cannot do without."""
+    """A path the gateway forwards: where it goes on llama-server, the fields its body cannot do
+    without, the kind of model that answers it (None: any) and the API whose error shape it speaks."""
 
-    CHAT_COMPLETIONS = ("/v1/chat/completions", "messages")
-    COMPLETIONS = ("/v1/completions", "prompt")
-    EMBEDDINGS = ("/v1/embeddings", "input")
+    CHAT_COMPLETIONS = ("/v1/chat/completions", "/v1/chat/completions", ("messages",), ModelKind.CHAT)
+    COMPLETIONS = ("/v1/completions", "/v1/completions", ("prompt",), ModelKind.CHAT)
+    RESPONSES = ("/v1/responses", "/v1/responses", ("input",), ModelKind.CHAT)
+    RESPONSES_INPUT_TOKENS = (
+        "/v1/responses/input_tokens",
+        "/v1/responses/input_tokens",
+        ("input",),
+        ModelKind.CHAT,
+    )
+    MESSAGES = ("/v1/messages", "/v1/messages", ("messages",), ModelKind.CHAT, ApiDialect.ANTHROPIC)
+    COUNT_TOKENS = (
+        "/v1/messages/count_tokens",
+        "/v1/messages/count_tokens",
+        ("messages",),
+        ModelKind.CHAT,
+        ApiDialect.ANTHROPIC,
+    )
+    EMBEDDINGS = ("/v1/embeddings", "/v1/embeddings", ("input",), ModelKind.EMBEDDING)
+    RERANK = ("/v1/rerank", "/v1/rerank", ("query", "documents"), ModelKind.RERANK)
+    RERANKING = ("/v1/reranking", "/v1/rerank", ("query", "documents"), ModelKind.RERANK)
+    # llama-server's own paths have no /v1; ours do, like every other endpoint of this API.
+    TOKENIZE = ("/v1/tokenize", "/tokenize", ("content",), None)
+    DETOKENIZE = ("/v1/detokenize", "/detokenize", ("tokens",), None)
 
-    def __init__(self, path: str, required_field: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        upstream_path: str,
+        required_fields: tuple[str, ...],
+        kind: ModelKind | None,
+        dialect: ApiDialect = ApiDialect.OPENAI,
+    ) -> None:
         self.path = path
-        self.required_field = required_field
+        self.upstream_path = upstream_path
+        self.required_fields = required_fields
+        self.kind = kind
+        self.dialect = dialect
 
 
 @dataclass(frozen=True)
@@ -84,11 +116,11 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ApiRequest:
         raise bad_request("You must provide a model parameter.", "missing_required_parameter", "model")
     if not isinstance(model, str):
         raise bad_request("The model parameter must be a string.", "invalid_type", "model")
-    field = endpoint.required_field
-    if not _is_present(body.get(field)):
-        raise bad_request(f"Missing required parameter: '{field}'.", "missing_required_parameter", field)
-    if field == "messages" and not isinstance(body[field], list):
-        raise bad_request("The messages parameter must be an array.", "invalid_type", field)
+    for field in endpoint.required_fields:
+        if not _is_present(body.get(field)):
+            raise bad_request(f"Missing required parameter: '{field}'.", "missing_required_parameter", field)
+    if "messages" in endpoint.required_fields and not isinstance(body["messages"], list):
+        raise bad_request("The messages parameter must be an array.", "invalid_type", "messages")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("The stream parameter must be a boolean.", "invalid_type", "stream")

@@ -1,11 +1,15 @@
-"""Errors in OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`, for every failure.
+"""Errors in the caller's API shape, for every failure: OpenAI's `{"error": {"message", "type",
+"code", "param"}}` (code always a string), or on the Anthropic paths (/v1/messages…) Anthropic's
+`{"type": "error", "error": {"type", "message"}}`.
 
-Clients (the openai SDK, LangChain, curl users) read `error.message`; a FastAPI-style `{"detail": ...}`
-or an HTML page would surface as an unreadable exception on their side.
+Clients (the openai and anthropic SDKs, LangChain, Claude Code, curl users) read the message from
+the shape their API defines; a FastAPI-style `{"detail": ...}` or an HTML page would surface as an
+unreadable exception on their side.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -17,6 +21,43 @@ from starlette.responses import Response
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
+
+
+class ApiDialect(enum.Enum):
+    """Whose API a path belongs to: errors go back in that API's shape."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+def dialect_of_path(path: str) -> ApiDialect:
+    """The API a request path belongs to, for errors raised before (or without) an Endpoint."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return ApiDialect.ANTHROPIC
+    return ApiDialect.OPENAI
+
+
+# Anthropic's error types by HTTP status (docs.anthropic.com/en/api/errors); 503 is ours for "loading
+# / no server right now", which its SDKs and Claude Code treat like its own 529 overloaded_error.
+_ANTHROPIC_TYPES = {
+    HTTPStatus.BAD_REQUEST: "invalid_request_error",
+    HTTPStatus.UNAUTHORIZED: "authentication_error",
+    HTTPStatus.FORBIDDEN: "permission_error",
+    HTTPStatus.NOT_FOUND: "not_found_error",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "request_too_large",
+    HTTPStatus.TOO_MANY_REQUESTS: "rate_limit_error",
+    HTTPStatus.SERVICE_UNAVAILABLE: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    if status in _ANTHROPIC_TYPES:
+        return _ANTHROPIC_TYPES[HTTPStatus(status)]
+    return "api_error" if status >= HTTPStatus.INTERNAL_SERVER_ERROR else "invalid_request_error"
+
+
+def anthropic_error_payload(status: int, message: str) -> dict[str, object]:
+    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
 
 
 class OpenAIError(Exception):
@@ -50,11 +91,13 @@ class OpenAIError(Exception):
             }
         }
 
-    def body(self) -> bytes:
+    def body(self, dialect: ApiDialect = ApiDialect.OPENAI) -> bytes:
+        if dialect is ApiDialect.ANTHROPIC:
+            return json.dumps(anthropic_error_payload(self.status, self.message)).encode()
         return json.dumps(self.payload()).encode()
 
-    def response(self) -> Response:
-        return Response(self.body(), self.status, self.headers, media_type="application/json")
+    def response(self, dialect: ApiDialect = ApiDialect.OPENAI) -> Response:
+        return Response(self.body(dialect), self.status, self.headers, media_type="application/json")
 
 
 def bad_request(message: str, code: str, param: str | None = None) -> OpenAIError:
@@ -63,7 +106,7 @@ def bad_request(message: str, code: str, param: str | None = None) -> OpenAIErro
 
 async def _on_openai_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OpenAIError)
-    return exc.response()
+    return exc.response(dialect_of_path(request.url.path))
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
@@ -79,7 +122,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     else:
         error_type = SERVER_ERROR if exc.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR else INVALID_REQUEST
         error = OpenAIError(exc.status_code, str(exc.detail), error_type=error_type, headers=exc.headers)
-    return error.response()
+    return error.response(dialect_of_path(request.url.path))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -89,7 +132,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     message = f"Invalid request: {first.get('msg', 'malformed body')}" + (
         f" ({location})" if location else ""
     )
-    return bad_request(message, "invalid_request", location or None).response()
+    error = bad_request(message, "invalid_request", location or None)
+    return error.response(dialect_of_path(request.url.path))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
@@ -101,7 +145,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
         code="internal_error",
         error_type=SERVER_ERROR,
     )
-    return error.response()
+    return error.response(dialect_of_path(request.url.path))
 
 
 def install_error_handlers(app: FastAPI) -> None:

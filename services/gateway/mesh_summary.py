@@ -118,6 +118,8 @@ class MeshModel:
     nodes: tuple[str, ...]  # the nodes an API request can be routed to
     placements: tuple[ModelPlacement, ...]
     detail: str = ""
+    kind: str = "unknown"  # chat, embedding, rerank (routing.ModelKind)
+    context_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,17 @@ def mesh_models(view: gossip_pb2.MeshView, entries: Iterable[ModelEntry]) -> tup
         parts = tuple(sorted(placements.get(model, ()), key=lambda p: p.node_id))
         entry = by_entry.get(model)
         if entry is not None:
-            models.append(MeshModel(model, entry.state, entry.nodes, parts, entry.detail))
+            models.append(
+                MeshModel(
+                    model,
+                    entry.state,
+                    entry.nodes,
+                    parts,
+                    entry.detail,
+                    entry.kind.value,
+                    entry.context_tokens,
+                )
+            )
         else:
             ready = tuple(p.node_id for p in parts if p.state == "ready")
             models.append(MeshModel(model, _best_state(parts), ready, parts))

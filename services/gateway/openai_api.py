@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API on :9337: models from the routing table, completions forwarded.
+"""The API on :9337: models from the routing table; OpenAI's and Anthropic's endpoints forwarded.
 
 The forwarding routes are plain Starlette routes taking the raw Request: no FastAPI dependency
 resolution or pydantic model on the hot path, and the body goes upstream exactly as it came.
@@ -21,10 +21,12 @@ from services.gateway.remote import FORWARDED_HEADER, PREFER_NODE_HEADER, Remote
 from services.gateway.routing import (
     Lookup,
     ModelEntry,
+    ModelKind,
     ModelLoading,
     NotServable,
     RemoteRoute,
     Route,
+    RoutingTable,
     UnknownModel,
 )
 from services.gateway.sources import RoutingSources
@@ -61,6 +63,31 @@ def route_or_error(decision: Lookup) -> Route | RemoteRoute:
     )
 
 
+_KIND_WORDS = {
+    ModelKind.CHAT: "a chat model",
+    ModelKind.EMBEDDING: "an embedding model",
+    ModelKind.RERANK: "a reranking model",
+}
+
+
+def check_model_kind(table: RoutingTable, endpoint: Endpoint, model: str) -> None:
+    """A 400 naming models that can answer when `model` is of the wrong kind for the endpoint.
+
+    A model whose kind is not known yet (its server is starting, or an older peer serves it) passes:
+    llama-server then answers for itself.
+    """
+    kind = table.kind_of(model)
+    if endpoint.kind is None or kind is ModelKind.UNKNOWN or kind is endpoint.kind:
+        return
+    able = table.ready_models_of_kind(endpoint.kind)
+    others = f"try {', '.join(able)}" if able else f"no node in this mesh serves {_KIND_WORDS[endpoint.kind]}"
+    message = (
+        f"The model '{model}' is {_KIND_WORDS[kind]}; {endpoint.path} needs "
+        f"{_KIND_WORDS[endpoint.kind]} ({others})."
+    )
+    raise OpenAIError(HTTPStatus.BAD_REQUEST, message, code="model_kind_mismatch", param="model")
+
+
 def _model_object(entry: ModelEntry) -> dict[str, Any]:
     # `meshllm` is an extension; OpenAI clients ignore fields they do not know.
     return {
@@ -68,7 +95,13 @@ def _model_object(entry: ModelEntry) -> dict[str, Any]:
         "object": "model",
         "created": int(entry.since_unix_s),
         "owned_by": MODEL_OWNER,
-        "meshllm": {"state": entry.state, "local": entry.local, "nodes": list(entry.nodes)},
+        "meshllm": {
+            "state": entry.state,
+            "local": entry.local,
+            "nodes": list(entry.nodes),
+            "kind": entry.kind.value,
+            "context_tokens": entry.context_tokens,
+        },
     }
 
 
@@ -114,13 +147,14 @@ def _add_forwarding_route(
         if forwarded or remote is None:
             decision = _served_here(decision)
         route = route_or_error(decision)
+        check_model_kind(sources.table, endpoint, route.model)
         # Demand is counted where the client's request entered the mesh, not again where it is served.
         counters.started(route.model, entered_here=not forwarded)
         if isinstance(route, RemoteRoute) and remote is not None:
             preferred = request.headers.get(PREFER_NODE_HEADER, "")
-            return await remote.forward(route, endpoint.path, api_request.raw, counters.finished, preferred)
+            return await remote.forward(route, endpoint, api_request.raw, counters.finished, preferred)
         assert isinstance(route, Route)  # _served_here turned remote routes into errors without a forwarder
-        return await proxy.forward(route, endpoint.path, api_request.raw, counters.finished)
+        return await proxy.forward(route, endpoint, api_request.raw, counters.finished)
 
     app.add_route(endpoint.path, forward, methods=["POST"])
 

@@ -17,9 +17,11 @@ from http import HTTPStatus
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from services.gateway.errors import SERVER_ERROR, OpenAIError
+from services.gateway.body import Endpoint
+from services.gateway.errors import SERVER_ERROR, ApiDialect, OpenAIError, anthropic_error_payload
 from services.gateway.routing import MODEL_LOADING_RETRY_AFTER_S, Route
 from services.gateway.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamResponse
+from services.gateway.upstream_errors import reword_upstream_error
 
 UPSTREAM_UNREACHABLE_RETRY_AFTER_S = MODEL_LOADING_RETRY_AFTER_S
 FORWARDED_HEADER_LINE = "X-Mesh-Llm-Forwarded: 1\r\n"
@@ -43,8 +45,12 @@ class UpstreamUnavailable(OpenAIError):
         )
 
 
-def stream_error_event(message: str, code: str) -> bytes:
-    """The SSE event that ends a broken stream; the openai SDK raises it as an APIError."""
+def stream_error_event(message: str, code: str, dialect: ApiDialect = ApiDialect.OPENAI) -> bytes:
+    """The SSE event that ends a broken stream; the openai SDK raises it as an APIError, the
+    anthropic SDK an `error` event as its APIStatusError."""
+    if dialect is ApiDialect.ANTHROPIC:
+        data = json.dumps(anthropic_error_payload(HTTPStatus.INTERNAL_SERVER_ERROR, message)).encode()
+        return b"event: error\ndata: " + data + b"\n\n"
     payload = {"error": {"message": message, "type": SERVER_ERROR, "param": None, "code": code}}
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
@@ -52,7 +58,13 @@ def stream_error_event(message: str, code: str) -> bytes:
 class RelayedStream(Response):
     """An event stream relayed from llama-server to the client as raw ASGI body messages."""
 
-    def __init__(self, upstream: UpstreamResponse, model: str, on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        model: str,
+        on_close: Callable[[], None],
+        dialect: ApiDialect = ApiDialect.OPENAI,
+    ) -> None:
         self.status_code = upstream.status
         self.media_type = upstream.headers.get("content-type", SSE_MEDIA_TYPE)
         self.background = None
@@ -60,6 +72,7 @@ class RelayedStream(Response):
         self._upstream = upstream
         self._model = model
         self._on_close = on_close
+        self._dialect = dialect
         self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,7 +99,7 @@ class RelayedStream(Response):
             await send(
                 {
                     "type": "http.response.body",
-                    "body": stream_error_event(message, "upstream_disconnected"),
+                    "body": stream_error_event(message, "upstream_disconnected", self._dialect),
                     "more_body": True,
                 }
             )
@@ -107,14 +120,21 @@ class UpstreamProxy:
         self._pool = UpstreamPool()
 
     async def forward(
-        self, route: Route, path: str, body: bytes, on_close: Callable[[], None], forwarded: bool = False
+        self,
+        route: Route,
+        endpoint: Endpoint,
+        body: bytes,
+        on_close: Callable[[], None],
+        forwarded: bool = False,
     ) -> Response:
         """POST `body` to the route's server; `on_close` runs once the response is fully relayed.
 
-        `forwarded` marks a request sent through a mesh tunnel to a peer's gateway, which must serve
-        it locally and never forward it again.
+        `forwarded` marks a request sent through a mesh tunnel to a peer's gateway (which takes the
+        API's path, and must serve it locally and never forward it again); otherwise the route is a
+        llama-server, which takes the endpoint's upstream path.
         """
         extra = FORWARDED_HEADER_LINE if forwarded else ""
+        path = endpoint.path if forwarded else endpoint.upstream_path
         try:
             upstream = await self._pool.post(route.host, route.port, path, body, extra)
         except UpstreamError as exc:
@@ -125,7 +145,7 @@ class UpstreamProxy:
             raise
         content_type = upstream.headers.get("content-type", "application/json")
         if content_type.startswith(SSE_MEDIA_TYPE):
-            return RelayedStream(upstream, route.model, on_close)
+            return RelayedStream(upstream, route.model, on_close, endpoint.dialect)
         try:
             content = await upstream.read()
         except UpstreamError as exc:
@@ -133,6 +153,9 @@ class UpstreamProxy:
         finally:
             upstream.close()
             on_close()
+        if upstream.status >= HTTPStatus.BAD_REQUEST:
+            content = reword_upstream_error(upstream.status, content, endpoint.dialect)
+            content_type = "application/json"
         return Response(content, upstream.status, media_type=content_type)
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import grpc
 from starlette.responses import Response
 
+from services.gateway.body import Endpoint
 from services.gateway.proxy import UpstreamProxy, UpstreamUnavailable
 from services.gateway.replicas import ReplicaBalancer
 from services.gateway.routing import RemoteRoute, Route
@@ -82,12 +83,17 @@ class RemoteForwarder:
         return self.balancer.order([*route.node_ids, local], preferred, local)
 
     async def forward(
-        self, route: RemoteRoute, path: str, body: bytes, on_close: Callable[[], None], preferred: str = ""
+        self,
+        route: RemoteRoute,
+        endpoint: Endpoint,
+        body: bytes,
+        on_close: Callable[[], None],
+        preferred: str = "",
     ) -> Response:
         last_error: Exception | None = None
         for node_id in self.candidates(route, preferred):
             try:
-                return await self._forward_to(route, node_id, path, body, on_close)
+                return await self._forward_to(route, node_id, endpoint, body, on_close)
             except NoTunnel as exc:
                 last_error = exc
             except UpstreamUnavailable as exc:
@@ -103,7 +109,12 @@ class RemoteForwarder:
         )
 
     async def _forward_to(
-        self, route: RemoteRoute, node_id: str, path: str, body: bytes, on_close: Callable[[], None]
+        self,
+        route: RemoteRoute,
+        node_id: str,
+        endpoint: Endpoint,
+        body: bytes,
+        on_close: Callable[[], None],
     ) -> Response:
         """One try on one server; raises NoTunnel or UpstreamUnavailable before any byte went back.
 
@@ -125,10 +136,10 @@ class RemoteForwarder:
         try:
             if local:
                 assert route.local is not None
-                response = await self._proxy.forward(route.local, path, body, close)
+                response = await self._proxy.forward(route.local, endpoint, body, close)
             else:
                 target = Route(route.model, "127.0.0.1", port)
-                response = await self._proxy.forward(target, path, body, close, forwarded=True)
+                response = await self._proxy.forward(target, endpoint, body, close, forwarded=True)
         except UpstreamUnavailable:
             raise  # the caller tries the next server
         except BaseException:

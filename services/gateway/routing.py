@@ -44,6 +44,16 @@ class PlanRole(enum.Enum):
     FETCHING = "fetching"  # took the model up; its file is coming from peers
 
 
+class ModelKind(enum.StrEnum):
+    """What a model answers (runner.proto / gossip.proto ModelKind); UNKNOWN until its server runs.
+    A str, so the status JSON carries it as its value."""
+
+    UNKNOWN = "unknown"
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
+
+
 @dataclass(frozen=True)
 class LocalServer:
     """A llama-server process of this node's runner."""
@@ -54,6 +64,8 @@ class LocalServer:
     port: int = 0
     last_error: str = ""
     since_unix_s: float = 0.0
+    kind: ModelKind = ModelKind.UNKNOWN
+    context_tokens: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -117,6 +129,8 @@ class RemoteServer:
 
     model: str
     node_id: str
+    kind: ModelKind = ModelKind.UNKNOWN
+    context_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,8 @@ class ModelEntry:
     since_unix_s: float
     detail: str
     nodes: tuple[str, ...] = ()  # every node serving it, this one included when it does
+    kind: ModelKind = ModelKind.UNKNOWN
+    context_tokens: int = 0  # the serving llama-server's context; 0 when not known
 
 
 _LOADING_STATES = (ServerState.STARTING, ServerState.BACKOFF, ServerState.STOPPING)
@@ -221,6 +237,14 @@ def _best_servers(servers: Iterable[LocalServer]) -> dict[str, LocalServer]:
     return best
 
 
+def _model_facts(server: LocalServer | None, remote: Iterable[RemoteServer]) -> tuple[ModelKind, int]:
+    """A model's kind and the smallest context among its servers (a request must fit any of them)."""
+    known = [s for s in (server, *remote) if s is not None and s.kind is not ModelKind.UNKNOWN]
+    kind = known[0].kind if known else ModelKind.UNKNOWN
+    contexts = [s.context_tokens for s in (server, *remote) if s is not None and s.context_tokens > 0]
+    return kind, min(contexts, default=0)
+
+
 class RoutingTable:
     """An immutable snapshot: model name → decision, computed once per state change."""
 
@@ -229,6 +253,7 @@ class RoutingTable:
         self._by_folded_name = {name.casefold(): name for name in decisions}
         self._entries = entries
         self._known = tuple(entry.model for entry in entries)
+        self._kinds = {entry.model: entry.kind for entry in entries}
 
     @classmethod
     def empty(cls) -> RoutingTable:
@@ -245,8 +270,10 @@ class RoutingTable:
         by_server = _best_servers(servers)
         by_plan = {planned.model: planned for planned in plan}
         by_remote: dict[str, list[str]] = {}
+        remote_facts: dict[str, list[RemoteServer]] = {}
         for remote_server in remote:
             by_remote.setdefault(remote_server.model, []).append(remote_server.node_id)
+            remote_facts.setdefault(remote_server.model, []).append(remote_server)
         decisions: dict[str, Lookup] = {}
         entries: list[ModelEntry] = []
         for model in sorted(by_server.keys() | by_plan.keys() | by_remote.keys()):
@@ -265,6 +292,7 @@ class RoutingTable:
             )
             decisions[model] = decision
             entry = _entry(decision, server, planned)
+            kind, context_tokens = _model_facts(server, remote_facts.get(model, ()))
             entries.append(
                 ModelEntry(
                     entry.model,
@@ -274,6 +302,8 @@ class RoutingTable:
                     entry.since_unix_s,
                     entry.detail,
                     nodes,
+                    kind,
+                    context_tokens,
                 )
             )
         return cls(decisions, tuple(entries))
@@ -295,6 +325,14 @@ class RoutingTable:
                 return UnknownModel(model, self._known)
             decision = self._decisions[canonical]
         return decision
+
+    def kind_of(self, model: str) -> ModelKind:
+        """The kind of a model the table knows by exactly this name (lookup() resolves case first)."""
+        return self._kinds.get(model, ModelKind.UNKNOWN)
+
+    def ready_models_of_kind(self, kind: ModelKind) -> tuple[str, ...]:
+        """Models of `kind` that a request could be routed to now, for an error that names them."""
+        return tuple(entry.model for entry in self._entries if entry.kind is kind and entry.state == "ready")
 
     @property
     def known_models(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from services.gateway.pool_summary import PlanPool, plan_pool
 from services.gateway.routing import (
     LocalServer,
+    ModelKind,
     PlannedModel,
     PlanRole,
     RemoteServer,
@@ -29,6 +30,17 @@ _SERVER_STATES = {
     runner_pb2.PROCESS_STATE_BACKOFF: ServerState.BACKOFF,
     runner_pb2.PROCESS_STATE_STOPPING: ServerState.STOPPING,
     runner_pb2.PROCESS_STATE_FAILED: ServerState.FAILED,
+}
+
+_RUNNER_KINDS = {
+    runner_pb2.MODEL_KIND_CHAT: ModelKind.CHAT,
+    runner_pb2.MODEL_KIND_EMBEDDING: ModelKind.EMBEDDING,
+    runner_pb2.MODEL_KIND_RERANK: ModelKind.RERANK,
+}
+_GOSSIP_KINDS = {
+    gossip_pb2.MODEL_KIND_CHAT: ModelKind.CHAT,
+    gossip_pb2.MODEL_KIND_EMBEDDING: ModelKind.EMBEDDING,
+    gossip_pb2.MODEL_KIND_RERANK: ModelKind.RERANK,
 }
 
 _PLAN_ROLES = {
@@ -57,6 +69,8 @@ def servers_from_runner(status: runner_pb2.RunnerStatus) -> tuple[LocalServer, .
                 port=process.port,
                 last_error=process.last_error,
                 since_unix_s=process.state_since_unix_s,
+                kind=_RUNNER_KINDS.get(process.model_kind, ModelKind.UNKNOWN),
+                context_tokens=process.context_tokens,
             )
         )
     return tuple(servers)
@@ -89,7 +103,8 @@ def remote_servers(
             continue
         for served in record.served:
             if served.state == gossip_pb2.SERVE_STATE_READY and served.role in _SERVING_ROLES:
-                servers.append(RemoteServer(served.name, record.node_id))
+                kind = _GOSSIP_KINDS.get(served.kind, ModelKind.UNKNOWN)
+                servers.append(RemoteServer(served.name, record.node_id, kind, served.context_tokens))
     return tuple(servers)
 
 

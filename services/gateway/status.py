@@ -117,6 +117,8 @@ class GatewayStatus:
                     node_ids=list(m.nodes),
                     local=m.local,
                     endpoint=m.endpoint,
+                    kind=m.kind.value,
+                    context_tokens=m.context_tokens,
                 )
                 for m in self.models
             ],

@@ -11,7 +11,8 @@ const chat = { messages: [], busy: false, abort: null, chosen: "" };
 
 export function renderPicker() {
   const picker = $("model-picker");
-  const models = [...state.models.values()];
+  // The chat box talks to chat models only: embedding and rerank models cannot answer it.
+  const models = [...state.models.values()].filter((m) => !m.kind || m.kind === "chat" || m.kind === "unknown");
   const ready = models.filter((m) => m.state === "ready").map((m) => m.model);
   if (!ready.includes(chat.chosen)) chat.chosen = ready[0] || "";
   const options = models.map((m) => h("option", {

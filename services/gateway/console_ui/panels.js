@@ -172,6 +172,8 @@ export function renderModels() {
     const dot = h("span", { class: "swatch" });
     dot.style.background = modelColor(model.model);
     const meta = [
+      model.kind && model.kind !== "unknown" && model.kind !== "chat" ? model.kind : "",
+      model.context_tokens ? `${model.context_tokens.toLocaleString("en")}-token context` : "",
       servedByText(model),
       splitText(model),
       role ? `here: ${role.role.replace(/_/g, " ")}` : "",

@@ -63,6 +63,9 @@ class LlamaServer:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # The whole command line, when a test wants the runner's own (services/runner/commands.py);
+    # `{port}` is filled in.
+    argv: list[str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -73,6 +76,8 @@ class LlamaServer:
             str(self.bin_dir / "llama-server"), "-m", self.model_path, "--host", "127.0.0.1",
             "--port", str(self.port), "-c", "2048", "--alias", self.alias,
         ]  # fmt: skip
+        if self.argv is not None:
+            command = [arg.replace("{port}", str(self.port)) for arg in self.argv]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -178,6 +183,25 @@ def start_llama_server(
 
     def start(alias: str) -> LlamaServer:
         server = LlamaServer(llama_bin_dir, str(gemma_path), alias, tmp_path / f"{alias}.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def start_model_server(
+    llama_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[Path, str, list[str]], LlamaServer]]:
+    """Start llama-servers on any model with a given command line (`{port}` filled in); all are
+    stopped when the module is done."""
+    started: list[LlamaServer] = []
+    logs = tmp_path_factory.mktemp("model-servers")
+
+    def start(model_path: Path, alias: str, argv: list[str]) -> LlamaServer:
+        server = LlamaServer(llama_bin_dir, str(model_path), alias, logs / f"{alias}.log", argv=argv)
         started.append(server)
         return server.start()
 

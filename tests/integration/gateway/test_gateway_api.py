@@ -240,13 +240,18 @@ def test_health(http: httpx.Client) -> None:
     assert http.get("/health").json() == {"status": "ok"}
 
 
-def test_upstream_status_and_error_pass_through(http: httpx.Client, gemma_server: LlamaServer) -> None:
-    # This llama-server runs without --embeddings: its own 501 must reach the client unchanged.
+def test_upstream_errors_keep_status_and_message_with_a_string_code(
+    http: httpx.Client, gemma_server: LlamaServer
+) -> None:
+    # This llama-server runs without --embeddings, and the table does not know the model's kind:
+    # llama-server's own 501 reaches the client with its message, its numeric code made a string.
     body = {"model": GEMMA, "input": "hello"}
     direct = httpx.post(gemma_server.base_url + "/v1/embeddings", json=body, timeout=HTTP_TIMEOUT_S)
     via_gateway = http.post("/v1/embeddings", json=body)
-    assert via_gateway.status_code == direct.status_code
-    assert via_gateway.json() == direct.json()
+    assert via_gateway.status_code == direct.status_code == 501
+    assert isinstance(direct.json()["error"]["code"], int)
+    error = assert_openai_error(via_gateway, 501, "not_supported")
+    assert error["message"] == direct.json()["error"]["message"]
 
 
 # --- streaming ------------------------------------------------------------------------------------

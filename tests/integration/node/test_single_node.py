@@ -40,6 +40,15 @@ def test_ready_screen_shows_api_console_model_and_node_id(node: RunningNode) -> 
     assert f"http://localhost:{node.console_port}" in screen
     assert MODEL in screen and node_id[:8] in screen
     assert "mesh1-" in screen  # the invite token
+    # What the model is and the context the runner chose (Gemma 3 270M: trained on 32k tokens).
+    assert "chat, 32768-token context" in screen
+
+
+def test_models_say_what_each_model_is_and_its_context(node: RunningNode) -> None:
+    entry = next(
+        e for e in httpx.get(f"{node.api_base}/models", timeout=10).json()["data"] if e["id"] == MODEL
+    )
+    assert entry["meshllm"]["kind"] == "chat" and entry["meshllm"]["context_tokens"] == 32768
 
 
 def test_chat_completion_answers_with_and_without_streaming(node: RunningNode) -> None:
@@ -120,7 +129,7 @@ def test_meshctl_status_shows_services_model_and_process(node: RunningNode) -> N
     assert out.returncode == 0, out.stderr
     for service in ("mesh", "gossip", "placement", "runner", "gateway"):
         assert service in out.stdout
-    assert MODEL in out.stdout and "ready" in out.stdout
+    assert MODEL in out.stdout and "ready" in out.stdout and "32768" in out.stdout
     plan = subprocess.run(
         [str(meshctl), "--home", str(node.home), "plan"],
         capture_output=True,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 
+from services.gateway.body import Endpoint
 from services.gateway.openai_api import _served_here
 from services.gateway.proxy import UpstreamUnavailable
 from services.gateway.remote import RemoteForwarder
@@ -96,7 +97,12 @@ class FakeProxy:
     sent: list[tuple[int, bool]] = field(default_factory=list)
 
     async def forward(
-        self, route: Route, path: str, body: bytes, on_close: Callable[[], None], forwarded: bool = False
+        self,
+        route: Route,
+        endpoint: Endpoint,
+        body: bytes,
+        on_close: Callable[[], None],
+        forwarded: bool = False,
     ) -> Response:
         self.sent.append((route.port, forwarded))
         on_close()  # the proxy closes on failure and on a whole answer alike
@@ -118,9 +124,9 @@ async def test_requests_stay_here_while_idle_and_spill_to_a_peer_when_busy() -> 
     route = RemoteRoute(MODEL, (B,), LOCAL_ROUTE, ME)
     closed: list[int] = []
     for _ in range(2):
-        await remote.forward(route, "/v1/chat/completions", b"{}", lambda: closed.append(1))
+        await remote.forward(route, Endpoint.CHAT_COMPLETIONS, b"{}", lambda: closed.append(1))
     remote.balancer.started(ME)  # a long request is still running here
-    await remote.forward(route, "/v1/chat/completions", b"{}", lambda: closed.append(1))
+    await remote.forward(route, Endpoint.CHAT_COMPLETIONS, b"{}", lambda: closed.append(1))
     # Here over loopback without the forwarded mark; the peer through its tunnel, marked forwarded.
     assert proxy.sent == [(9001, False), (9001, False), (7002, True)]
     remote.balancer.finished(ME)
@@ -132,7 +138,7 @@ async def test_a_failed_replica_is_skipped_and_the_request_closes_once() -> None
     route = RemoteRoute(MODEL, (B, C), None)
     closed: list[int] = []
     for _ in range(3):
-        await remote.forward(route, "/v1/completions", b"{}", lambda: closed.append(1))
+        await remote.forward(route, Endpoint.COMPLETIONS, b"{}", lambda: closed.append(1))
     assert len(closed) == 3  # once per request, however many servers it tried
     assert {port for port, _ in proxy.sent} == {7002, 7003} and B in tunnels.forgotten
     assert remote.balancer.in_flight(B) == remote.balancer.in_flight(C) == 0

@@ -8,10 +8,12 @@ from services.gateway.routing import (
     MODEL_LOADING_RETRY_AFTER_S,
     WAITING_FOR_CAPACITY_RETRY_AFTER_S,
     LocalServer,
+    ModelKind,
     ModelLoading,
     NotServable,
     PlannedModel,
     PlanRole,
+    RemoteServer,
     Route,
     RoutingTable,
     ServerState,
@@ -198,3 +200,23 @@ def test_a_model_whose_file_is_being_fetched_is_loading_for_longer() -> None:
     assert plan_models(placement_pb2.Plan(assignments=[fetching])) == (
         PlannedModel(GEMMA, PlanRole.FETCHING),
     )
+
+
+def test_each_model_carries_its_kind_and_the_smallest_context_of_its_servers() -> None:
+    local = LocalServer(
+        "emb", ServerState.READY, "127.0.0.1", 1, kind=ModelKind.EMBEDDING, context_tokens=512
+    )
+    peers = [
+        RemoteServer("chat", "b" * 32, ModelKind.CHAT, 8192),
+        RemoteServer("chat", "c" * 32, ModelKind.CHAT, 4096),
+        RemoteServer("old", "c" * 32),  # an older peer that does not say
+    ]
+    table = RoutingTable.build([local], [], peers, "a" * 32)
+    facts = {e.model: (e.kind, e.context_tokens) for e in table.entries}
+    assert facts == {
+        "chat": (ModelKind.CHAT, 4096),
+        "emb": (ModelKind.EMBEDDING, 512),
+        "old": (ModelKind.UNKNOWN, 0),
+    }
+    assert table.kind_of("chat") is ModelKind.CHAT and table.kind_of("nope") is ModelKind.UNKNOWN
+    assert table.ready_models_of_kind(ModelKind.EMBEDDING) == ("emb",)

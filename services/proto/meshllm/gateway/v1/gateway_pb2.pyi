@@ -21,18 +21,22 @@ class ServiceHealth(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "state", "node_ids", "local", "endpoint")
+    __slots__ = ("model", "state", "node_ids", "local", "endpoint", "kind", "context_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     state: str
     node_ids: _containers.RepeatedScalarFieldContainer[str]
     local: bool
     endpoint: str
-    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., local: _Optional[bool] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    kind: str
+    context_tokens: int
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., local: _Optional[bool] = ..., endpoint: _Optional[str] = ..., kind: _Optional[str] = ..., context_tokens: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("node_id", "name", "api_url", "console_url", "version", "services", "models", "requests_total", "requests_in_flight")
