@@ -34,3 +34,12 @@ def gemma_path() -> Path:
         return Path(resolve_model("gemma3-270m").path)
     except ModelNotFound as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2 135M Instruct from the model cache (the default model; its GGUF has a ChatML template)."""
+    try:
+        return Path(resolve_model("smollm2-135m").path)
+    except ModelNotFound as exc:
+        pytest.fail(str(exc))
