@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEFAULT_MODEL := gemma3-270m
+DEFAULT_MODEL := smollm2-135m
 PYTEST_ARGS ?=
 
-.PHONY: install run test llama model browser netns-tools protos lint bench clean
+.PHONY: install run test llama model browser netns-tools agents protos lint bench clean
 
 install: $(STAMP) llama model
 
@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 llama:
 	@$(PYTHON) llama.cpp/build.py >/dev/null
 
+# Both embedded models: `make run` serves $(DEFAULT_MODEL); the tests and splits use gemma3-270m.
 model: $(STAMP)
-	@$(PY) -c "from services.node.catalog import resolve_model; resolve_model('$(DEFAULT_MODEL)')"
+	@$(PY) -c "from services.node.catalog import resolve_model; resolve_model('$(DEFAULT_MODEL)'); resolve_model('gemma3-270m')"
 
 # The console's end-to-end tests drive Debian's chromium (Playwright never downloads a browser here).
 browser:
@@ -39,6 +40,19 @@ netns-tools:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; fi; }
 
+# The coding agents `mesh-llm claude|codex|opencode|pi` launch, at the versions tests/integration/agents
+# checks, installed once per set of versions (tests/support/agents.py finds them by the same hash).
+AGENT_PACKAGES := opencode-ai@1.18.33 @mariozechner/pi-coding-agent@0.73.1 @openai/codex@0.171.0 @anthropic-ai/claude-code@2.1.332
+AGENTS_DIR := $(or $(MESH_LLM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mesh-llm)/agents/$(shell printf '%s' '$(AGENT_PACKAGES)' | sha256sum | cut -c1-16)
+
+agents:
+	@test -f $(AGENTS_DIR)/.installed || { \
+		command -v npm >/dev/null || { echo "[install] the coding agents need node and npm (Debian: nodejs npm)"; exit 1; }; \
+		echo "[install] coding agents from npm into $(AGENTS_DIR): $(AGENT_PACKAGES)"; \
+		rm -rf $(AGENTS_DIR).part && mkdir -p $(AGENTS_DIR).part && \
+		npm install --prefix $(AGENTS_DIR).part --no-audit --no-fund --no-update-notifier --loglevel=error $(AGENT_PACKAGES) >/dev/null && \
+		rm -rf $(AGENTS_DIR) && mv $(AGENTS_DIR).part $(AGENTS_DIR) && touch $(AGENTS_DIR)/.installed; }
+
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
@@ -50,7 +64,7 @@ lint: $(STAMP)
 run: install
 	$(VENV)/bin/mesh-llm --model $(DEFAULT_MODEL)
 
-test: install browser netns-tools lint
+test: install browser netns-tools agents lint
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
