@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import NoReturn
+
+from services.node.config import API_KEY_ENV, InvalidApiKey, check_api_key
 
 USAGE_ERROR_EXIT = 2
 
@@ -85,3 +89,53 @@ def context_tokens(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (automatic) or more tokens")
     return value
+
+
+class ApiKeyChoiceError(Exception):
+    """The API key flags, their file or the environment do not give one usable key."""
+
+
+def add_api_key_arguments(parser: argparse.ArgumentParser) -> None:
+    keys = parser.add_mutually_exclusive_group()  # two of them: argparse's one-line error, exit 2
+    keys.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"clients must send this key (Authorization: Bearer KEY or x-api-key); also ${API_KEY_ENV}",
+    )
+    keys.add_argument(
+        "--api-key-file", type=Path, metavar="PATH", help="the same, read from a file (kept out of `ps`)"
+    )
+    keys.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="with --listen-all, serve the API to other machines without a key",
+    )
+
+
+def api_key_from_args(
+    api_key: str | None, key_file: Path | None, no_api_key: bool, environ: Mapping[str, str]
+) -> str | None:
+    """The key the node will require, None for none; raises ApiKeyChoiceError (one line for the user).
+    A flag wins over the environment; an empty environment variable counts as unset."""
+    if key_file is not None:
+        try:
+            text = key_file.expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+            raise ApiKeyChoiceError(f"--api-key-file {key_file}: cannot read it ({why})") from exc
+        return _checked(text.strip(), f"--api-key-file {key_file}")
+    if api_key is not None:
+        return _checked(api_key, "--api-key")
+    from_environment = environ.get(API_KEY_ENV, "")
+    if not from_environment:
+        return None
+    if no_api_key:
+        raise ApiKeyChoiceError(f"--no-api-key, but {API_KEY_ENV} is set: unset it or drop --no-api-key")
+    return _checked(from_environment.strip(), API_KEY_ENV)
+
+
+def _checked(key: str, source: str) -> str:
+    try:
+        return check_api_key(key)
+    except InvalidApiKey as exc:
+        raise ApiKeyChoiceError(f"{source}: {exc}") from exc

@@ -24,6 +24,7 @@ from services.discovery.nostr import DEFAULT_RELAYS, RelayUrlError, check_relay_
 from services.discovery.search import SearchScope, find_meshes
 from services.node.catalog import model_name_for_path
 from services.node.home import default_home
+from services.node.home_files import make_home_dir, write_home_file
 
 LAST_MESH_FILE = "last-mesh"
 NO_MESH_EXIT = 1
@@ -78,8 +79,9 @@ def last_mesh_id(home: Path) -> str:
 
 
 def remember_mesh(home: Path, mesh_id: str) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / LAST_MESH_FILE).write_text(mesh_id + "\n")
+    """Raises HomeWriteError when the home cannot be written."""
+    make_home_dir(home)
+    write_home_file(home / LAST_MESH_FILE, f"{mesh_id}\n".encode())
 
 
 @dataclass(frozen=True)

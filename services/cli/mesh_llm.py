@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
+import grpc
 from rich.console import Console
+from rich.markup import escape
 
 from services import __version__
+from services.cli.agents import AGENT_NAMES, agent_main
 from services.cli.arguments import (
+    ApiKeyChoiceError,
     OneLineArgumentParser,
+    add_api_key_arguments,
+    api_key_from_args,
+    context_tokens,
     fail,
     host_port,
     ip_address,
@@ -32,6 +41,7 @@ from services.cli.discover import (
 )
 from services.cli.node_process import start_supervisord, stop_supervisord, wait_for_stop_signal
 from services.cli.node_status import (
+    STATUS_TIMEOUT_S,
     NodeNotRunning,
     node_identity,
     node_invite,
@@ -42,10 +52,20 @@ from services.cli.node_status import (
 from services.cli.pool_lines import PoolLines
 from services.mesh.addresses import is_loopback_host, only_loopback
 from services.mesh.invite import InvalidToken, InviteToken
+from services.mesh.membership import load_or_create_mesh_files
 from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
-from services.node.config import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT, NodeConfig
+from services.node.config import (
+    API_KEY_ENV,
+    DEFAULT_API_PORT,
+    DEFAULT_CONSOLE_PORT,
+    NodeConfig,
+    save_api_key,
+)
 from services.node.home import default_home
+from services.node.home_files import HomeWriteError
+from services.proto.meshllm.gateway.v1 import gateway_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
+from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
 PROG = "mesh-llm"
 READY_TIMEOUT_S = 600.0
@@ -54,6 +74,7 @@ JOIN_SETTLE_S = 5.0
 PLAN_SETTLE_S = 5.0
 STARTED_STATES = {"ready", "does_not_fit", "waiting", "failed", "standby", "remote"}
 NO_MESH_EXIT = 1
+HOME_WRITE_EXIT = 1
 
 INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compatible API.
 
@@ -67,6 +88,7 @@ INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compa
   mesh-llm discover                         browse public and LAN meshes
   mesh-llm download                         list models you can name with --model
   mesh-llm load MODEL / drop MODEL          start / stop serving a model on a running node
+  mesh-llm claude|codex|opencode|pi|goose   run a coding agent on the mesh (`-- ARGS` go to the agent)
 
 Every node serves http://localhost:{DEFAULT_API_PORT}/v1 and a console on http://localhost:{DEFAULT_CONSOLE_PORT}.
 `meshctl status` shows a running node. `mesh-llm --help` lists every option."""
@@ -99,6 +121,7 @@ def build_parser() -> OneLineArgumentParser:
         help="delist the mesh while N clients are connected",
     )
     add_scope_arguments(parser)
+    add_api_key_arguments(parser)
     parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT, help="API port (default 9337)")
     parser.add_argument(
         "--console", type=port_number, default=DEFAULT_CONSOLE_PORT, help="console port (default 3131)"
@@ -130,7 +153,13 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--name", default="", help="this node's display name (default: hostname)")
     parser.add_argument("--home", type=Path, default=None, help="node home dir (default ~/.mesh-llm)")
     parser.add_argument("--log-format", choices=["pretty", "json"], default="pretty")
-    parser.add_argument("--ctx-size", type=int, default=4096, help="context size per llama-server")
+    parser.add_argument(
+        "--ctx-size",
+        type=context_tokens,
+        default=0,
+        metavar="TOKENS",
+        help="context per llama-server (default 0: the model's trained context, as far as memory allows)",
+    )
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -150,7 +179,11 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Nothing listens on host:port. Bound like the gateway binds (services/gateway/app.py
+    bind_listener, SO_REUSEADDR): connections a stopped node closed sit in TIME-WAIT on the port for
+    a minute, and only a live listener keeps the gateway from binding it."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -179,7 +212,10 @@ def resolve_auto(args: argparse.Namespace, console: Console) -> AutoDecision:
         args.max_clients = args.max_clients or decision.max_clients
         # A member of a public mesh can take the listing over when its publisher leaves.
         args.publish = args.publish or decision.source == "nostr"
-        args.lan = args.lan or (decision.source == "lan" and not args.no_lan)
+        if decision.source == "lan" and not args.no_lan:
+            # Joined from the LAN: announced there, published on no relay. --relay only said where to
+            # look, so it goes too (--lan with --relay is a conflict only when the user says both).
+            args.lan, args.relay = True, []
         remember_mesh(home, InviteToken.decode(decision.token).mesh_id_hex)
         return decision
     if args.client:
@@ -247,6 +283,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         context_size=args.ctx_size,
         models_dir=str(args.models_dir.expanduser().resolve()) if args.models_dir else "",
         retire_after_s=args.retire_after,
+        require_api_key=args.api_key is not None,
+        no_api_key=args.no_api_key,
     )
 
 
@@ -266,9 +304,32 @@ def wait_until_started(config: NodeConfig, console: Console, supervisor_alive) -
             pending = [m.name for m in config.models if states.get(m.name) not in STARTED_STATES]
             if not pending and current.node_id:
                 return True
-            status.update(f"loading {', '.join(pending) or 'models'}…")
+            status.update(f"loading {', '.join(pending) or 'models'}…{restart_note(config, pending)}")
             time.sleep(READY_POLL_S)
     return False
+
+
+def failure_reasons(config: NodeConfig) -> dict[str, str]:
+    """By model: why its llama-server last died, or why it failed for good (the runner's last_error:
+    "killed by SIGKILL (out of memory?)", "exited with code 1: <the log line>"). Empty when the
+    runner does not answer (a client runs none)."""
+    if config.client:
+        return {}
+    with grpc.insecure_channel(config.node_home.grpc_target("runner")) as channel:
+        try:
+            stub = runner_pb2_grpc.RunnerStub(channel)
+            current = stub.GetStatus(runner_pb2.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)
+        except grpc.RpcError:
+            return {}
+    servers = [p for p in current.processes if p.spec.kind == runner_pb2.PROCESS_KIND_LLAMA_SERVER]
+    return {p.spec.model: p.last_error for p in servers if p.last_error}
+
+
+def restart_note(config: NodeConfig, pending: list[str]) -> str:
+    """While a model is being restarted (an OOM-kill loop never ends in "failed"): why it died."""
+    reasons = failure_reasons(config) if pending else {}
+    died = [f"{model}: {reasons[model]}" for model in pending if model in reasons]
+    return f" (restarting {'; '.join(died)})" if died else ""
 
 
 def _peers_after_join(config: NodeConfig) -> list:  # type: ignore[type-arg]
@@ -326,14 +387,39 @@ def check_bind_ip(bind_ip: str, bind_port: int) -> None:
             fail(PROG, f"{what}: cannot bind ({exc.strerror}); is it an address of this machine?")
 
 
+def model_facts(route: gateway_pb2.ModelRoute) -> str:
+    """What a model is, for the ready screen (", chat, 8192-token context"); empty when not known."""
+    facts = [route.kind] if route.kind and route.kind != "unknown" else []
+    if route.context_tokens:
+        facts.append(f"{route.context_tokens}-token context")
+    return "".join(f", {fact}" for fact in facts)
+
+
+def describe_api_access(config: NodeConfig) -> str:
+    """Who may use the API (services/gateway/api_key.py), for the ready screen; never the key itself."""
+    if config.require_api_key:
+        return "required (Authorization: Bearer … or x-api-key: …)"
+    if config.listen_all and config.no_api_key:
+        return "none: open to the network (--no-api-key)"
+    if config.listen_all:
+        return "none: open to this machine only (other machines get a 401; add --api-key KEY)"
+    return "none: open to this machine only"
+
+
 def print_ready_screen(config: NodeConfig, console: Console) -> None:
     current = node_status(config.node_home)
     invite = node_invite(config.node_home)
     console.print(f"[bold green]mesh-llm is running[/]  node [bold]{current.node_id[:8]}[/] ({current.name})")
     console.print(f"  API      {config.api_url}")
     console.print(f"  Console  {config.console_url}")
+    console.print(f"  API key  {describe_api_access(config)}", soft_wrap=True, highlight=False)
+    failed = {r.model for r in current.models if r.state == "failed"}
+    reasons = {m: why for m, why in failure_reasons(config).items() if m in failed} if failed else {}
     for route in current.models:
-        console.print(f"  Model    {route.model}  [dim]{route.state}[/]")
+        why = f": {escape(reasons[route.model])}" if route.model in reasons else ""
+        console.print(
+            f"  Model    {route.model}  [dim]{route.state}{model_facts(route)}[/]{why}", soft_wrap=True
+        )
     if not config.client:
         plan = _first_plan(config)
         if plan.standby:
@@ -358,6 +444,12 @@ def print_ready_screen(config: NodeConfig, console: Console) -> None:
     console.print("[dim]Ctrl-C stops the node.[/]")
 
 
+def cannot_write(exc: HomeWriteError) -> NoReturn:
+    """A full, read-only or foreign node home: one line (and nothing half-written, home_files.py)."""
+    print(f"{PROG}: {exc}", file=sys.stderr)
+    sys.exit(HOME_WRITE_EXIT)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "download":
@@ -368,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         from services.cli.discover import discover_main
 
         sys.exit(discover_main(argv[1:]))
+    if argv and argv[0] in AGENT_NAMES:
+        sys.exit(agent_main(argv[0], argv[1:]))
     if argv and argv[0] in ("rotate-key", "load", "drop"):
         from services.cli.meshctl import main as meshctl_main
 
@@ -379,6 +473,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     check_discovery_args(args)
+    try:
+        args.api_key = api_key_from_args(args.api_key, args.api_key_file, args.no_api_key, os.environ)
+    except ApiKeyChoiceError as exc:
+        fail(PROG, str(exc))
+    # From here on the key lives in <home>/api.key only: the node's processes do not inherit it.
+    os.environ.pop(API_KEY_ENV, None)
     if not args.model and not args.join and not args.client and not args.auto:
         fail(
             PROG,
@@ -386,11 +486,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.client and args.model:
         fail(PROG, "--client serves no models; drop --model or --client")
-    if args.auto:
-        resolve_auto(args, console)
-    with console.status("preparing models…"):
-        config = config_from_args(args)
-    config.save()
+    try:
+        if args.auto:
+            resolve_auto(args, console)
+        with console.status("preparing models…"):
+            config = config_from_args(args)
+        config.save()
+        save_api_key(config.home, args.api_key)
+        # The mesh service's first files: a disk that refuses them is one line here, not a crash loop.
+        load_or_create_mesh_files(config.node_home, config.join_tokens)
+    except HomeWriteError as exc:
+        cannot_write(exc)
     supervisor = start_supervisord(config)
     try:
         if wait_until_started(config, console, lambda: supervisor.poll() is None):

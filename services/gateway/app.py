@@ -18,9 +18,11 @@ from typing import Any
 
 import grpc
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from services.gateway.admin import register_admin
+from services.gateway.api_key import ApiAccess, ApiKeyGuard
+from services.gateway.connection_limits import ConnectionLimits, protocol_for
 from services.gateway.console import build_console_app
 from services.gateway.console_feed import (
     ConsoleFeed,
@@ -30,6 +32,9 @@ from services.gateway.console_feed import (
 )
 from services.gateway.demand_publisher import DemandPublisher
 from services.gateway.events import EventBus
+from services.gateway.host_check import HostAllowList, HostGuard
+from services.gateway.in_flight import InFlightLimit
+from services.gateway.mesh_ingress import bind_mesh_ingress
 from services.gateway.openai_api import build_api_app
 from services.gateway.peers import PEER_SERVICES, PeerServices
 from services.gateway.proxy import UpstreamProxy
@@ -37,6 +42,7 @@ from services.gateway.remote import RemoteForwarder, TunnelDirectory
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters, StatusReporter
 from services.node.config import NodeConfig
+from services.node.fd_limit import open_files_limit
 from services.node.grpc_link import follow_stream, start_server
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
@@ -48,6 +54,8 @@ GRACEFUL_SHUTDOWN_S = 5
 GRPC_STOP_GRACE_S = 1.0
 LISTEN_BACKLOG = 2048
 CLIENT_MODE_PEERS = ("mesh", "gossip")  # DESIGN §1: clients run no placement or runner
+# The HTTP servers sharing this process's descriptors (API, console, mesh ingress), each sized to its share.
+GATEWAY_SERVERS = 3
 
 
 class PortUnavailable(Exception):
@@ -79,9 +87,12 @@ class EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def embedded_server(app: FastAPI) -> EmbeddedServer:
+def embedded_server(app: ASGIApp, limits: ConnectionLimits | None = None) -> EmbeddedServer:
+    """`limits`: by default this server's share of the process's descriptors (see GATEWAY_SERVERS)."""
+    limits = limits or ConnectionLimits.for_open_files(open_files_limit(), GATEWAY_SERVERS)
     config = uvicorn.Config(
-        app,
+        InFlightLimit(app, limits.max_in_flight),
+        http=protocol_for(limits),
         lifespan="off",
         access_log=False,
         log_config=None,  # keep the node's logging setup (services/node/logs.py)
@@ -175,6 +186,7 @@ async def start_gateway(config: NodeConfig) -> Gateway:
     except PortUnavailable:
         api_sock.close()
         raise
+    ingress_sock = bind_mesh_ingress(config.mesh_ingress_socket)
     sources, counters, proxy = RoutingSources(), RequestCounters(), UpstreamProxy()
     peers = PeerServices(config.node_home, CLIENT_MODE_PEERS if config.client else PEER_SERVICES)
     reporter = StatusReporter(config, sources, counters, peers)
@@ -183,18 +195,24 @@ async def start_gateway(config: NodeConfig) -> Gateway:
     api_app = build_api_app(sources, proxy, counters, remote)
     bus = EventBus()
     feed = ConsoleFeed(sources, counters, bus)
-    api = embedded_server(api_app)
-    console = embedded_server(build_console_app(reporter, bus, api_app))
+    access, hosts = ApiAccess.from_config(config), HostAllowList.for_config(config)
+    api = embedded_server(HostGuard(ApiKeyGuard(api_app, access), hosts))
+    console = embedded_server(HostGuard(build_console_app(reporter, bus, api_app, access=access), hosts))
+    # What peers forward through the mesh: authenticated by it, so no key, and no Host check either: no
+    # browser reaches a Unix socket, and a peer may name the host it forwards for however it likes
+    # (services/gateway/mesh_ingress.py).
+    ingress = embedded_server(api_app)
     server_tasks = [
         _task(api.serve(sockets=[api_sock]), "api"),
         _task(console.serve(sockets=[console_sock]), "console"),
+        _task(ingress.serve(sockets=[ingress_sock]), "mesh-ingress"),
     ]
     # Clients publish demand too: they are where most requests enter the mesh.
     demand = DemandPublisher(counters, sources, gossip_pb2_grpc.GossipStub(peers.channels["gossip"]))
     watchers = [*_watchers(config, sources, peers), feed.run_rates(), demand.run()]
     watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(watchers)]
     log_events = install_log_events(bus)
-    return Gateway(proxy, peers, admin, (api, console), server_tasks, watch_tasks, bus, log_events)
+    return Gateway(proxy, peers, admin, (api, console, ingress), server_tasks, watch_tasks, bus, log_events)
 
 
 async def run_gateway(config: NodeConfig, logger: logging.Logger) -> None:

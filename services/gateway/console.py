@@ -2,7 +2,8 @@
 
 The UI's chat posts to `/v1/chat/completions` on the console's own origin, which runs the very same API
 app as :9337 in-process (same routing table, counters and streaming path): no CORS, no second hop, and
-the page works behind whatever single port a user forwards.
+the page works behind whatever single port a user forwards. With an API key, that `/v1` takes the key
+or the console session cookie the page gets when opened on this machine (services/gateway/api_key.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from services.gateway._fastapi import new_app
+from services.gateway.api_key import ApiAccess, ApiKeyGuard, is_local_viewer
 from services.gateway.events import (
     KEEPALIVE_INTERVAL_S,
     ConsoleEvent,
@@ -32,7 +34,6 @@ from services.gateway.status import StatusReporter
 UI_DIR = Path(__file__).resolve().parent / "console_ui"
 # Set to 1 to show the invite token to viewers on other machines (with --listen-all); see README.
 SHOW_TOKEN_ENV = "MESH_LLM_CONSOLE_SHOW_TOKEN"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})
 # Everything the page loads comes from this server: no CDN, no inline script.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -53,12 +54,14 @@ class ConsoleSettings:
 
 
 def shows_invite_token(request: Request, settings: ConsoleSettings) -> bool:
-    """The invite token admits anyone to the mesh: shown on this machine only, unless configured."""
-    client = request.client
-    return settings.show_token_to_remote or (client is not None and client.host in LOOPBACK_HOSTS)
+    """The invite token admits anyone to the mesh: shown on this machine only (a loopback client under
+    a loopback Host: not a DNS-rebinding page), unless configured."""
+    return settings.show_token_to_remote or is_local_viewer(request.scope)
 
 
-def _add_api_routes(app: FastAPI, reporter: StatusReporter, bus: EventBus, settings: ConsoleSettings) -> None:
+def _add_api_routes(
+    app: FastAPI, reporter: StatusReporter, bus: EventBus, settings: ConsoleSettings, access: ApiAccess
+) -> None:
     async def api_status(request: Request) -> Response:
         snapshot = await reporter.snapshot(shows_invite_token(request, settings))
         return JSONResponse(snapshot.to_json())
@@ -82,7 +85,11 @@ def _add_api_routes(app: FastAPI, reporter: StatusReporter, bus: EventBus, setti
 
     async def index(request: Request) -> Response:
         headers = {"content-security-policy": CONTENT_SECURITY_POLICY, "cache-control": "no-cache"}
-        return FileResponse(UI_DIR / "index.html", headers=headers)
+        response = FileResponse(UI_DIR / "index.html", headers=headers)
+        session = access.console_session
+        if session is not None and is_local_viewer(request.scope):
+            response.set_cookie(session.name, session.value, path="/v1", httponly=True, samesite="strict")
+        return response
 
     app.add_route("/api/status", api_status, methods=["GET"])
     app.add_route("/api/events", api_events, methods=["GET"])
@@ -95,12 +102,16 @@ def build_console_app(
     bus: EventBus | None = None,
     api_app: ASGIApp | None = None,
     settings: ConsoleSettings | None = None,
+    access: ApiAccess | None = None,
 ) -> FastAPI:
-    """`api_app` is the :9337 app, served again under `/v1` for the UI's chat; None leaves it out."""
+    """`api_app` is the :9337 app, served again under `/v1` for the UI's chat; None leaves it out.
+    `access`: who may use that `/v1` (None: as an open API, for tests)."""
     app = new_app("mesh-llm console")
-    _add_api_routes(app, reporter, bus or EventBus(), settings or ConsoleSettings.from_env())
+    access = access or ApiAccess(open_to_network=True)
+    _add_api_routes(app, reporter, bus or EventBus(), settings or ConsoleSettings.from_env(), access)
     if api_app is not None:
         # An ASGI app as a route endpoint gets the scope untouched, so the API sees `/v1/...` paths.
-        app.router.routes.append(Route("/v1/{path:path}", endpoint=api_app, methods=API_METHODS))
+        guarded = ApiKeyGuard(api_app, access, console=True)
+        app.router.routes.append(Route("/v1/{path:path}", endpoint=guarded, methods=API_METHODS))
     app.mount("/", StaticFiles(directory=UI_DIR), name="console-ui")
     return app

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.gateway._fastapi import new_app
-from services.gateway.body import Endpoint, parse_request, read_body
+from services.gateway.body import Endpoint, capped_body, parse_request, read_body
 from services.gateway.errors import SERVER_ERROR, OpenAIError
 from services.gateway.proxy import UpstreamProxy
 from services.gateway.remote import FORWARDED_HEADER, PREFER_NODE_HEADER, RemoteForwarder
@@ -148,13 +148,14 @@ def _add_forwarding_route(
             decision = _served_here(decision)
         route = route_or_error(decision)
         check_model_kind(sources.table, endpoint, route.model)
+        body = capped_body(api_request, sources.table, route.model)
         # Demand is counted where the client's request entered the mesh, not again where it is served.
         counters.started(route.model, entered_here=not forwarded)
         if isinstance(route, RemoteRoute) and remote is not None:
             preferred = request.headers.get(PREFER_NODE_HEADER, "")
-            return await remote.forward(route, endpoint, api_request.raw, counters.finished, preferred)
+            return await remote.forward(route, endpoint, body, counters.finished, preferred)
         assert isinstance(route, Route)  # _served_here turned remote routes into errors without a forwarder
-        return await proxy.forward(route, endpoint, api_request.raw, counters.finished)
+        return await proxy.forward(route, endpoint, body, counters.finished)
 
     app.add_route(endpoint.path, forward, methods=["POST"])
 

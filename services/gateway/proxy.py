@@ -134,6 +134,8 @@ class UpstreamProxy:
         llama-server, which takes the endpoint's upstream path.
         """
         extra = FORWARDED_HEADER_LINE if forwarded else ""
+        if route.api_key:  # a local llama-server (a peer's gateway is reached through the mesh)
+            extra += f"Authorization: Bearer {route.api_key}\r\n"
         path = endpoint.path if forwarded else endpoint.upstream_path
         try:
             upstream = await self._pool.post(route.host, route.port, path, body, extra)

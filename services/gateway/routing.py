@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # How long a client should wait before retrying a model that is starting: llama-server loads a small
 # model in about a second, a big one in tens of seconds; a short hint keeps clients responsive.
@@ -66,6 +66,7 @@ class LocalServer:
     since_unix_s: float = 0.0
     kind: ModelKind = ModelKind.UNKNOWN
     context_tokens: int = 0
+    api_key: str = field(default="", repr=False)  # the llama-server's own (runner.proto)
 
     @property
     def endpoint(self) -> str:
@@ -89,6 +90,7 @@ class Route:
     host: str
     port: int
     since_unix_s: float = 0.0
+    api_key: str = field(default="", repr=False)  # sent as Authorization: Bearer to llama-server
 
     @property
     def base_url(self) -> str:
@@ -178,7 +180,7 @@ def _decide(model: str, server: LocalServer | None, planned: PlannedModel | None
     """The routing decision for one model; everything else in this module is bookkeeping."""
     if server is not None:
         if server.state is ServerState.READY:
-            return Route(model, server.host, server.port, server.since_unix_s)
+            return Route(model, server.host, server.port, server.since_unix_s, server.api_key)
         if server.state in _LOADING_STATES:
             return ModelLoading(model, f"llama-server for {model} is {server.state.value}")
         return NotServable(model, server.last_error or f"llama-server for {model} failed")

@@ -71,6 +71,7 @@ def servers_from_runner(status: runner_pb2.RunnerStatus) -> tuple[LocalServer, .
                 since_unix_s=process.state_since_unix_s,
                 kind=_RUNNER_KINDS.get(process.model_kind, ModelKind.UNKNOWN),
                 context_tokens=process.context_tokens,
+                api_key=process.api_key,
             )
         )
     return tuple(servers)

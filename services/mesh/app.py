@@ -22,15 +22,16 @@ from services.mesh.file_fetch import FileFetcher
 from services.mesh.file_pacing import TunnelActivity
 from services.mesh.file_source import REFRESH_TIMEOUT_S, FileSource
 from services.mesh.handshake import Credentials
-from services.mesh.identity import NodeIdentity, load_or_create_identity
+from services.mesh.identity import NodeIdentity
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
-from services.mesh.membership import MeshMembership, load_or_create_membership
+from services.mesh.membership import MeshMembership, load_or_create_mesh_files
 from services.mesh.reconnect import PeerKeeper
 from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
-from services.mesh.tunnels import TunnelListeners, splice_to_local_port
+from services.mesh.tunnels import TunnelListeners, splice_to_local_socket
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
+from services.node.home_files import write_home_file
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc, wire_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
@@ -107,7 +108,7 @@ class MeshNode:
         port = await self.endpoint.listen(host, self.config.bind_port or self._previous_port())
         self.own = OwnAddresses(host, port, self.config.advertise, await asyncio.to_thread(interface_hosts))
         self._advertise()
-        (self.config.node_home.run / "mesh-port").write_text(str(port))
+        write_home_file(self.config.node_home.run / "mesh-port", str(port).encode())
         if self.rpc.fast_path is not None:
             # Same number as the QUIC port only when the user pinned it (one number to forward on
             # a router); otherwise any free TCP port, so the fast path never takes a TCP port that
@@ -215,7 +216,9 @@ class MeshNode:
     async def _serve_http_stream(
         self, source: str, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await splice_to_local_port(self.config.api_port, initial, reader, writer)
+        # The gateway's mesh ingress, not its TCP port: arriving there is the proof that this mesh
+        # admitted the sender, so the request needs no API key (services/gateway/mesh_ingress.py).
+        await splice_to_local_socket(self.config.mesh_ingress_socket, initial, reader, writer)
 
     def invite(self) -> mesh_pb2.Invite:
         # Our own addresses first, then a few peers': the token still works if we go away.
@@ -345,9 +348,8 @@ class MeshServicer(mesh_pb2_grpc.MeshServicer):
 async def run_mesh(config: NodeConfig) -> None:
     home = config.node_home
     home.ensure()
-    identity = await asyncio.to_thread(load_or_create_identity, home.identity_key)
+    identity, membership = await asyncio.to_thread(load_or_create_mesh_files, home, config.join_tokens)
     tokens = [InviteToken.decode(t) for t in config.join_tokens]
-    membership = load_or_create_membership(home.mesh_config, tokens[0] if tokens else None)
     bootstrap = [a for t in tokens for a in t.addresses]
     node = MeshNode(config, identity, membership, bootstrap)
     await node.start()

@@ -11,17 +11,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aioquic.asyncio import connect, serve
+from aioquic.asyncio import serve
 from aioquic.asyncio.server import QuicServer
 
-from services.mesh.addresses import split_address
+from services.mesh.addresses import ALL_INTERFACES, split_address
 from services.mesh.admission import AdmissionRefused
 from services.mesh.dial_race import first_success
 from services.mesh.frames import stream_open_frame
 from services.mesh.handshake import ControlReader, Credentials, admit_as_dialer
 from services.mesh.incoming import IncomingStreams, StreamHandler
 from services.mesh.link import LinkEvents, PeerLink
-from services.mesh.quic import MeshQuicProtocol, peer_certificate_key, quic_configuration
+from services.mesh.quic import MeshQuicProtocol, peer_certificate_key, quic_configuration, quic_connect
 from services.mesh.redial import BROKE_PROTOCOL_COOLDOWN_S
 from services.proto.meshllm.mesh.v1 import wire_pb2
 
@@ -66,6 +66,9 @@ class MeshEndpoint(IncomingStreams):
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialing: set[str] = set()
         self._server: QuicServer | None = None
+        # Dialers bind the address the endpoint listens on when it is pinned to one (--bind-ip), so
+        # peers see this node's packets come from it; "" while listening on every interface.
+        self._dial_from = ""
         # Told of every peer (id, addresses) we hear of, so the redial schedule knows where to look.
         self.on_learned: Callable[[str, list[str]], None] | None = None
         # Told of a peer dropped for breaking the protocol, so it is not redialed at once.
@@ -84,6 +87,7 @@ class MeshEndpoint(IncomingStreams):
         return MeshQuicProtocol(*args, on_stream=self._on_stream, on_lost=self._on_connection_lost, **kwargs)
 
     async def listen(self, host: str, port: int) -> int:
+        self._dial_from = "" if host in (ALL_INTERFACES, "::") else host
         self._server = await serve(
             host,
             port,
@@ -138,9 +142,7 @@ class MeshEndpoint(IncomingStreams):
         configuration = quic_configuration(self.credentials.identity, is_client=True)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT_S):
-                connection = connect(
-                    host, port, configuration=configuration, create_protocol=self._protocol_factory
-                )
+                connection = quic_connect(host, port, configuration, self._protocol_factory, self._dial_from)
                 protocol = await connection.__aenter__()
         except (TimeoutError, OSError, ConnectionError) as exc:
             if not ready.done():

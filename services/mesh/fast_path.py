@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import ssl
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from services.mesh.addresses import split_address
 from services.mesh.identity import NodeIdentity
 from services.mesh.quic import self_signed_certificate
+from services.node.home_files import write_home_file
 
 if TYPE_CHECKING:
     from services.mesh.link import PeerLink
@@ -40,6 +40,7 @@ TICKET_READ_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 MAX_PENDING_TICKETS = 1024
 EPHEMERAL_REDRAWS = 8
+FAST_PATH_KEY_MODE = 0o600  # the node's private key
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
@@ -56,10 +57,8 @@ def server_context(identity: NodeIdentity, run_dir: Path) -> ssl.SSLContext:
     key_pem = identity.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_pem)
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_home_file(key_path, key_pem, FAST_PATH_KEY_MODE)
+    write_home_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_cert_chain(cert_path, key_path)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.node.home_files import create_home_file, make_home_dir
+
 NODE_ID_HEX_CHARS = 32
 SHORT_ID_CHARS = 8
+IDENTITY_KEY_MODE = 0o600
 
 
 class IdentityError(Exception):
@@ -47,7 +49,8 @@ class NodeIdentity:
 
 
 def load_or_create_identity(path: Path) -> NodeIdentity:
-    """Create the key on first run (mode 0600); later runs keep the same node id."""
+    """Create the key on first run (mode 0600); later runs keep the same node id. Raises
+    HomeWriteError when it cannot be written."""
     if path.exists():
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -60,16 +63,8 @@ def load_or_create_identity(path: Path) -> NodeIdentity:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    make_home_dir(path.parent)
     # A concurrent first start must not end with two identities: keep whichever landed first.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        tmp.unlink()
+    if not create_home_file(path, pem, IDENTITY_KEY_MODE):
         return load_or_create_identity(path)
-    tmp.unlink()
     return NodeIdentity(key)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -59,6 +62,68 @@ def peer_certificate_key(protocol: QuicConnectionProtocol) -> bytes | None:
     if certificate is None:
         return None
     return certificate.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _dialer_socket(local_host: str) -> socket.socket:
+    """A UDP socket bound to `local_host` on a free port; "" (no --bind-ip): aioquic's own choice,
+    dual-stack on every interface, so one socket reaches IPv4 and IPv6 peers alike."""
+    family = socket.AF_INET6 if not local_host or ":" in local_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if local_host:
+            sock.bind((local_host, 0))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0, 0, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _peer_address(host: str, port: int, local_host: str) -> NetworkAddress:
+    """Where to send: an IPv4 peer as ::ffff:a.b.c.d on a dual-stack socket, as itself on an IPv4 one
+    (a peer of the other family than --bind-ip is unreachable: socket.gaierror, an OSError)."""
+    loop = asyncio.get_running_loop()
+    family = (socket.AF_INET6 if ":" in local_host else socket.AF_INET) if local_host else socket.AF_UNSPEC
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+    address: NetworkAddress = infos[0][4]
+    if not local_host and len(address) == 2:
+        address = ("::ffff:" + address[0], address[1], 0, 0)
+    return address
+
+
+@contextlib.asynccontextmanager
+async def quic_connect(
+    host: str,
+    port: int,
+    configuration: QuicConfiguration,
+    create_protocol: Callable[[QuicConnection], QuicConnectionProtocol],
+    local_host: str = "",
+) -> AsyncIterator[QuicConnectionProtocol]:
+    """aioquic's `connect()`, from `local_host` (the mesh's --bind-ip): aioquic's own always binds
+    `::`, so a pinned mesh's packets would leave from whatever source address the kernel picks."""
+    address = await _peer_address(host, port, local_host)
+    if configuration.server_name is None:
+        configuration.server_name = host
+    sock = _dialer_socket(local_host)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: create_protocol(QuicConnection(configuration=configuration)), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
+    assert isinstance(protocol, QuicConnectionProtocol), "create_protocol makes QUIC protocols"
+    try:
+        protocol.connect(address)
+        await protocol.wait_connected()
+        yield protocol
+    finally:
+        protocol.close()
+        await protocol.wait_closed()
+        transport.close()
 
 
 def _retrieve_outcome(future: asyncio.Future[None]) -> None:

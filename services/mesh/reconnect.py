@@ -16,6 +16,7 @@ from services.mesh.admission import AdmissionRefused
 from services.mesh.dial_race import AllAttemptsFailed
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.redial import RedialAttempt, RedialSchedule
+from services.node.home_files import HomeWriteError, write_home_file
 from services.proto.meshllm.gossip.v1 import gossip_pb2
 
 logger = logging.getLogger("mesh")
@@ -42,8 +43,11 @@ class PeerKeeper:
             self.schedule.learn(link.node_id, link.peer.addresses)
         self.schedule.set_links(self._link_paths(), time.monotonic())
         addresses = [a for link in self._endpoint.direct_links() for a in link.peer.addresses]
-        with contextlib.suppress(OSError):
-            self._known_peers_file.write_text(json.dumps(addresses[:MAX_REMEMBERED_ADDRESSES]))
+        try:
+            text = json.dumps(addresses[:MAX_REMEMBERED_ADDRESSES])
+            write_home_file(self._known_peers_file, text.encode(), durable=False)
+        except HomeWriteError as exc:  # a hint for the next start: without it, the join tokens remain
+            logger.warning("known peers not saved: %s", exc)
 
     async def on_view(self, view: gossip_pb2.MeshView) -> None:
         """Who is alive in the mesh as gossip tells it: the peers worth redialing when unlinked."""

@@ -1,5 +1,5 @@
 """Tunnels: loopback TCP listeners whose connections are spliced onto QUIC streams to a peer,
-and the receiving side that splices an arriving stream onto a local service's TCP port."""
+and the receiving side that splices an arriving stream onto a local service's Unix socket."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from services.mesh.file_pacing import TunnelActivity
 from services.mesh.link import PeerLink, StreamPair
@@ -99,19 +100,18 @@ class TunnelListeners:
                 task.cancel()
 
 
-async def splice_to_local_port(
-    port: int, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+async def splice_to_local_socket(
+    path: Path, initial: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     try:
         local_reader, local_writer = await asyncio.wait_for(
-            asyncio.open_connection(LOOPBACK, port), LOCAL_CONNECT_TIMEOUT_S
+            asyncio.open_unix_connection(path), LOCAL_CONNECT_TIMEOUT_S
         )
     except (OSError, TimeoutError) as exc:
-        logger.info("local service not reachable for a tunnel", extra={"port": port, "error": str(exc)})
+        logger.info("local service not reachable for a tunnel", extra={"path": str(path), "error": str(exc)})
         with contextlib.suppress(Exception):
             writer.close()
         return
-    _no_delay(local_writer)
     if initial:
         local_writer.write(initial)
     await splice((reader, writer), (local_reader, local_writer))

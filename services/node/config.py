@@ -9,15 +9,28 @@ from pathlib import Path
 import tomli_w
 
 from services.node.home import NodeHome, model_cache_dir
+from services.node.home_files import write_home_file
 
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131
 LOOPBACK_HOST = "127.0.0.1"
 ALL_INTERFACES_HOST = "0.0.0.0"
+# The API key (--api-key) lives in its own file, readable by the node's user only: never in node.toml,
+# which every service reads and tools print, and never in the services' environment.
+API_KEY_FILE = "api.key"
+API_KEY_FILE_MODE = 0o600
+API_KEY_ENV = "MESH_LLM_API_KEY"
+MAX_API_KEY_BYTES = 1024
+# The gateway's listener for requests peers forward through the mesh (services/gateway/mesh_ingress.py).
+MESH_INGRESS_SOCKET = "ingress.sock"  # as long as "gateway.sock": fits wherever the gRPC sockets do
 
 
 class ConfigError(Exception):
     """node.toml is missing or does not describe a valid node."""
+
+
+class InvalidApiKey(ConfigError):
+    """An API key that is empty, too long, or not sendable in an HTTP header."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,10 @@ class NodeConfig:
     models_dir: str = ""
     # A replica the pool added retires after its model's demand per server stays cold this long.
     retire_after_s: float = 300.0
+    # The API requires the key in <home>/api.key (`read_api_key`); without one, other machines are refused
+    # (with --listen-all) unless `no_api_key` opens the API to the network.
+    require_api_key: bool = False
+    no_api_key: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -75,6 +92,10 @@ class NodeConfig:
     @property
     def bind_host(self) -> str:
         return ALL_INTERFACES_HOST if self.listen_all else LOOPBACK_HOST
+
+    @property
+    def mesh_ingress_socket(self) -> Path:
+        return self.node_home.run / MESH_INGRESS_SOCKET
 
     @property
     def api_url(self) -> str:
@@ -94,9 +115,7 @@ class NodeConfig:
         if self.max_vram_gb is None:
             del data["max_vram_gb"]
         self.node_home.ensure()
-        tmp = self.node_home.node_config.with_suffix(".tmp")
-        tmp.write_text(tomli_w.dumps(data))
-        tmp.replace(self.node_home.node_config)
+        write_home_file(self.node_home.node_config, tomli_w.dumps(data).encode())
 
     @classmethod
     def load(cls, home: Path) -> NodeConfig:
@@ -117,3 +136,48 @@ class NodeConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
         return cls(**data)
+
+
+def check_api_key(key: str) -> str:
+    """The key as clients will send it (`Authorization: Bearer KEY`); raises InvalidApiKey."""
+    if not key:
+        raise InvalidApiKey("the API key is empty")
+    if len(key.encode()) > MAX_API_KEY_BYTES:
+        raise InvalidApiKey(f"the API key is longer than {MAX_API_KEY_BYTES} bytes")
+    # Visible ASCII only: what every client can put in a header, and no space to split "Bearer KEY" on.
+    if not all("!" <= char <= "~" for char in key):
+        raise InvalidApiKey("the API key must be visible ASCII characters without spaces")
+    return key
+
+
+def api_key_file(home: Path) -> Path:
+    return home / API_KEY_FILE
+
+
+def save_api_key(home: Path, key: str | None) -> None:
+    """Write the node's key (mode 0600), or remove it: a node started without --api-key has none."""
+    path = api_key_file(home)
+    if key is None:
+        path.unlink(missing_ok=True)
+        return
+    NodeHome(home).ensure()
+    write_home_file(path, check_api_key(key).encode(), API_KEY_FILE_MODE)
+
+
+def read_api_key(home: Path) -> str | None:
+    """The API key the node at `home` requires, or None when it runs without one.
+
+    For tools that talk to a running node (the `mesh-llm claude|codex|…` launchers pass it on as
+    their clients' key). Raises ConfigError when the file exists but cannot be read or is not a key.
+    """
+    path = api_key_file(home)
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the API key ({exc})") from exc
+    try:
+        return check_api_key(key)
+    except InvalidApiKey as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

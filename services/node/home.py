@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.node.home_files import HomeWriteError, make_home_dir
+
 DEFAULT_HOME = Path("~/.mesh-llm").expanduser()
 SERVICES = ("mesh", "gossip", "placement", "runner", "gateway", "discovery")
 
@@ -62,6 +64,10 @@ class NodeHome:
         return self.run / "runner-pids.json"
 
     def ensure(self) -> None:
+        """Raises HomeWriteError when the home cannot be made (a read-only or foreign folder)."""
         for directory in (self.root, self.logs, self.run):
-            directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+            make_home_dir(directory)
+        try:
+            os.chmod(self.root, 0o700)
+        except OSError as exc:
+            raise HomeWriteError(self.root, exc) from exc

@@ -7,13 +7,14 @@ restarted placement service (or node) keeps its adoptions, and publishes it in g
 from __future__ import annotations
 
 import json
-import os
+import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from services.node.home_files import HomeWriteError, write_home_file
 from services.placement.pool import PoolDecision
 from services.placement.view import Adopted, DiskFile, MeshNode, Seen
 
@@ -24,6 +25,8 @@ SEEN_REFRESH_S = 60.0
 DROP_DECLINE_S = 600.0
 MAX_EVENTS = 50
 POOL_STATE_FILE = "pool.json"
+
+logger = logging.getLogger("placement.pool_state")
 
 
 class PoolEvent(NamedTuple):
@@ -158,10 +161,12 @@ def _served_files(nodes: Iterable[MeshNode]) -> Mapping[str, DiskFile]:
 
 
 def save_pool(pool: LocalPool, home: Path) -> None:
-    target = home / POOL_STATE_FILE
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(pool.to_json())
-    tmp.replace(target)
+    """Whole or not at all. A disk that refuses it is said in the log, not raised: the pool in memory
+    is still right, and only a restart before the next save that succeeds forgets the change."""
+    try:
+        write_home_file(home / POOL_STATE_FILE, pool.to_json().encode())
+    except HomeWriteError as exc:
+        logger.warning("pool state not saved: %s", exc)
 
 
 def load_pool(configured: tuple[str, ...], home: Path) -> LocalPool:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from services.node.config import ConfigError, NodeConfig
+from services.node.fd_limit import raise_open_files_limit
 from services.node.home import default_home
 from services.node.logs import configure_logging
 from services.runner.app import SERVICE_NAME, run
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner: {exc}", file=sys.stderr)
         return 2
     configure_logging(SERVICE_NAME, cfg.log_format, cfg.log_level)
+    raise_open_files_limit()  # for itself and the llama-servers it starts (they inherit it)
     asyncio.run(run(cfg))
     return 0
 

@@ -8,6 +8,7 @@ from services.runner.chat_templates import shipped_template
 from services.runner.context_size import (
     UNKNOWN_TRAINED_CONTEXT_TOKENS,
     choose_context_tokens,
+    prompt_cache_mib,
     whole_input_batches,
 )
 from services.runner.gguf_meta import ModelTraits
@@ -151,8 +152,10 @@ def llama_server_argv(
     if spec.rpc_endpoints:
         argv += split_args(spec.rpc_endpoints, spec.tensor_split, traits.layer_count, local_gpu)
         argv += SPLIT_HOST_ARGS
-    elif spec.tensor_split:
-        argv += ["--tensor-split", _format_split(spec.tensor_split)]
+    else:
+        if spec.tensor_split:
+            argv += ["--tensor-split", _format_split(spec.tensor_split)]
+        argv += ["--cache-ram", str(prompt_cache_mib(traits, context, spec.memory_budget_bytes))]
     if spec.draft_model_path:
         argv += ["--model-draft", spec.draft_model_path]
     # Last, so a caller's flag overrides ours (llama.cpp keeps the last value of a repeated flag).

@@ -43,6 +43,17 @@ LLAMA_SERVER_UBATCH_TOKENS = 512
 # The f16 attention mask grows with the context: one row per ubatch token (measured: Gemma 3 270M's
 # compute buffer grows 28 MiB from 4k to 32k tokens, 1 KiB per token).
 MASK_BYTES_PER_ELEMENT = 2
+# llama-server keeps the KV state of finished prompts in RAM for reuse (--cache-ram, llama.cpp PR
+# 16391), up to 8 GiB by default: more than most nodes have left after the weights and the context,
+# so a long soak with varied prompts grows the process until the OOM killer ends it. The cache gets a
+# share of what the memory budget leaves after the context (on a CPU node the budget is all of RAM:
+# the other half stays for the OS, the page cache that holds the mmapped weights, other processes),
+# at least the floor (a long agent prompt of a small model: SmolLM2 135M's 22.5 KiB a token make
+# 256 MiB about 11k tokens) and at most the cap (llama.cpp's own default: never more than a stock
+# llama-server would keep).
+PROMPT_CACHE_SHARE_OF_LEFTOVER = 0.5
+PROMPT_CACHE_FLOOR_MIB = 256
+PROMPT_CACHE_CAP_MIB = 8192
 
 
 def _round_down(tokens: int) -> int:
@@ -114,3 +125,23 @@ def choose_context_tokens(traits: ModelTraits, requested_tokens: int, memory_bud
     if memory_budget_bytes > 0:
         ceiling = min(ceiling, tokens_that_fit(traits, memory_budget_bytes))
     return max(min(MIN_CONTEXT_TOKENS, trained), _round_down(ceiling))
+
+
+def prompt_cache_mib(traits: ModelTraits, context_tokens: int, memory_budget_bytes: int) -> int:
+    """The --cache-ram (MiB) of a llama-server running `context_tokens` of context.
+
+    PROMPT_CACHE_SHARE_OF_LEFTOVER of what `memory_budget_bytes` leaves after context_memory_bytes,
+    between PROMPT_CACHE_FLOOR_MIB and PROMPT_CACHE_CAP_MIB. Without a budget (the node's memory
+    unknown, or --ctx-size chose the context) as much as the context's own KV cache: one more
+    context's worth of saved prompts. 0 for embedding and rerank models, which have no prompts to
+    continue.
+    """
+    if whole_input_batches(traits):
+        return 0
+    if memory_budget_bytes > 0:
+        leftover = memory_budget_bytes - context_memory_bytes(traits, context_tokens)
+        left = int(leftover * PROMPT_CACHE_SHARE_OF_LEFTOVER)
+    else:
+        swa = traits.swa_kv_bytes_per_token * min(context_tokens, swa_cache_tokens(traits))
+        left = traits.kv_bytes_per_token * context_tokens + swa
+    return min(PROMPT_CACHE_CAP_MIB, max(PROMPT_CACHE_FLOOR_MIB, left // MIB))

@@ -109,8 +109,16 @@ class ProcessLog:
             return ""
 
 
-async def spawn(argv: list[str], log_fd: int) -> asyncio.subprocess.Process:
-    """Start argv in a new session with stdout+stderr appended to log_fd (closed here).
+# llama-server reads its API key from here: unlike an argument, the environment of a process is
+# readable by its own user only (/proc/PID/environ is 0400), so other local users never see it.
+LLAMA_API_KEY_ENV = "LLAMA_API_KEY"
+
+
+async def spawn(
+    argv: list[str], log_fd: int, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start argv in a new session with stdout+stderr appended to log_fd (closed here); `env` adds
+    to this process's environment.
 
     PDEATHSIG fires when the forking *thread* exits: this must run on the event loop's (main) thread.
     """
@@ -121,7 +129,7 @@ async def spawn(argv: list[str], log_fd: int) -> asyncio.subprocess.Process:
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **CHILD_ENV_OVERRIDES},
+            env={**os.environ, **CHILD_ENV_OVERRIDES, **(env or {})},
         )
     finally:
         os.close(log_fd)

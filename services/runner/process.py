@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
 from services.runner.binaries import LlamaNotBuilt, has_offload_device
-from services.runner.context_size import choose_context_tokens
+from services.runner.context_size import choose_context_tokens, prompt_cache_mib
 from services.runner.pidfile import PidRegistry, kill_group
 from services.runner.spec import ProcessKind, ProcessSpec, ProcessState, ProcessStatus
 
@@ -23,6 +24,7 @@ log = logging.getLogger("runner.process")
 
 STOP_GRACE_S = 5.0
 KILL_WAIT_S = 5.0
+API_KEY_BYTES = 32  # of randomness in each llama-server's key
 
 
 class LaunchError(Exception):
@@ -45,11 +47,16 @@ class SupervisedProcess:
         self._log = launch.ProcessLog(launch.log_path_for(log_dir, spec.key))
         self._pids = pids
         self._on_change = on_change
-        self._status = ProcessStatus(spec=spec, state=ProcessState.STARTING, state_since_unix_s=time.time())
+        # llama-server answers only requests that carry this (the gateway gets it with the status).
+        api_key = secrets.token_urlsafe(API_KEY_BYTES) if spec.kind is ProcessKind.LLAMA_SERVER else ""
+        self._status = ProcessStatus(
+            spec=spec, state=ProcessState.STARTING, state_since_unix_s=time.time(), api_key=api_key
+        )
         self._backoff = RestartBackoff(give_up=not spec.rpc_endpoints)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._traits: gguf_meta.ModelTraits | None = None
+        self._prompt_cache_mib = 0  # the running llama-server's --cache-ram
 
     @property
     def status(self) -> ProcessStatus:
@@ -77,8 +84,8 @@ class SupervisedProcess:
     async def _supervise(self) -> None:
         try:
             while True:
-                healthy_for_s = await self._run_once()
-                delay_s = self._backoff.on_exit(healthy_for_s)
+                healthy_for_s, killed_from_outside = await self._run_once()
+                delay_s = self._backoff.on_exit(healthy_for_s, killed_from_outside)
                 if delay_s is None:
                     log.warning("giving up on %s: %s", self.spec.key, self._status.last_error)
                     self._set(state=ProcessState.FAILED, pid=0)
@@ -118,14 +125,18 @@ class SupervisedProcess:
             raise LaunchError(str(exc)) from exc
 
     def respec_in_place(self, spec: ProcessSpec) -> bool:
-        """Take `spec` without a restart if it differs only in memory_budget_bytes and leaves the
-        context as it is (placement re-splits a node's memory whenever a model comes or goes; a
-        restart would drop every request in flight for nothing). False: restart it."""
+        """Take `spec` without a restart if it differs only in memory_budget_bytes, leaves the
+        context as it is and leaves at least the prompt cache it runs with (placement re-splits a
+        node's memory whenever a model comes or goes; a restart would drop every request in flight
+        for nothing). False: restart it (a cache bigger than the new budget allows could take memory
+        placement now gives another model)."""
         same_otherwise = replace(spec, memory_budget_bytes=self.spec.memory_budget_bytes) == self.spec
         if not same_otherwise or self._traits is None:
             return False
         context = choose_context_tokens(self._traits, spec.context_size, spec.memory_budget_bytes)
         if context != self._status.context_tokens:
+            return False
+        if self._prompt_cache_mib > self._cache_mib_for(spec, context):
             return False
         self.spec = spec
         self._set(spec=spec)
@@ -153,37 +164,53 @@ class SupervisedProcess:
             model_kind=traits.kind if traits else None, context_tokens=context, trained_context_tokens=trained
         )
 
+    def _cache_mib_for(self, spec: ProcessSpec, context: int) -> int:
+        """The --cache-ram commands.llama_server_argv gives `spec` (0: no prompt cache)."""
+        if spec.kind is not ProcessKind.LLAMA_SERVER or spec.rpc_endpoints:
+            return 0
+        return prompt_cache_mib(self._traits or gguf_meta.ModelTraits(), context, spec.memory_budget_bytes)
+
     async def _argv(self, port: int) -> list[str]:
         bin_dir = await asyncio.to_thread(self._check_launchable)
         traits = await self._model_traits()
         if self._status.context_tokens == 0:
             self._note_model(traits)
+        self._prompt_cache_mib = self._cache_mib_for(self.spec, self._status.context_tokens)
         local_gpu = bool(self.spec.rpc_endpoints) and await asyncio.to_thread(has_offload_device, bin_dir)
         return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits, local_gpu)
 
-    async def _run_once(self) -> float:
-        """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never)."""
+    async def _run_once(self) -> tuple[float, bool]:
+        """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never) and
+        whether it was killed from outside (failure.killed_from_outside; our own kill of a process
+        that never became healthy is its failure)."""
         port = launch.pick_port(self._status.port)
         argv = await self._argv(port)
         log_fd, log_offset = self._log.open_run(argv)
         try:
-            self._proc = await launch.spawn(argv, log_fd)
+            env = {launch.LLAMA_API_KEY_ENV: self._status.api_key} if self._status.api_key else {}
+            self._proc = await launch.spawn(argv, log_fd, env)
         except OSError as exc:
             raise LaunchError(f"cannot execute {argv[0]}: {exc}") from exc
         proc = self._proc
         self._pids.add(proc.pid)
         self._set(state=ProcessState.STARTING, port=port, pid=proc.pid)
         log.debug("started %s pid=%d port=%d", self.spec.key, proc.pid, port)
-        ready_at = await self._wait_ready_or_exit(proc, port)
+        ready_at, hung = await self._wait_ready_or_exit(proc, port)
         await proc.wait()
         healthy_for_s = time.monotonic() - ready_at if ready_at is not None else 0.0
         self._forget(proc)
+        if hung:
+            self._set(last_error=f"{hung}; killed")
+            return healthy_for_s, False
         tail = await asyncio.to_thread(self._log.tail_since, log_offset)
         self._set(last_error=failure.summarize_exit(proc.returncode, tail))
-        return healthy_for_s
+        return healthy_for_s, failure.killed_from_outside(proc.returncode)
 
-    async def _wait_ready_or_exit(self, proc: asyncio.subprocess.Process, port: int) -> float | None:
-        """Monotonic time it became READY, or None if it exited (or was killed) before that."""
+    async def _wait_ready_or_exit(
+        self, proc: asyncio.subprocess.Process, port: int
+    ) -> tuple[float | None, str]:
+        """Monotonic time it became READY, or None if it exited (or was killed) before that; and why
+        it was killed here when it did not become healthy in time ('' otherwise)."""
         ready = asyncio.create_task(health.wait_until_ready(self.spec.kind, port))
         exited = asyncio.create_task(proc.wait())
         try:
@@ -193,16 +220,16 @@ class SupervisedProcess:
                 task.cancel()
             await asyncio.gather(ready, exited, return_exceptions=True)
         if ready.cancelled():  # it exited first
-            return None
+            return None, ""
         not_ready = ready.exception()
         if not_ready is not None:  # the health deadline passed: a hung load counts as a failure
             log.warning("%s: %s; killing it", self.spec.key, not_ready)
             kill_group(proc.pid, signal.SIGKILL)
-            return None
+            return None, str(not_ready)
         log.info("%s ready on port %d", self.spec.key, port)
         # last_error stays: after a restart it says why the previous run died.
         self._set(state=ProcessState.READY)
-        return time.monotonic()
+        return time.monotonic(), ""
 
     def _forget(self, proc: asyncio.subprocess.Process) -> None:
         # Anything the leader left behind in its group goes with it: no orphans.

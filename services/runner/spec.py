@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.proto.meshllm.runner.v1 import runner_pb2
 
@@ -122,6 +122,7 @@ class ProcessStatus:
     model_kind: ModelKind | None = None
     context_tokens: int = 0
     trained_context_tokens: int = 0  # 0: the header does not say
+    api_key: str = field(default="", repr=False)  # llama-server's own key (runner.proto)
 
     def to_proto(self) -> runner_pb2.ProcessStatus:
         return runner_pb2.ProcessStatus(
@@ -136,4 +137,5 @@ class ProcessStatus:
             model_kind=int(self.model_kind or runner_pb2.MODEL_KIND_UNSPECIFIED),  # type: ignore[arg-type]
             context_tokens=self.context_tokens,
             trained_context_tokens=self.trained_context_tokens,
+            api_key=self.api_key,
         )

@@ -1,5 +1,5 @@
 """LAN meshes by mDNS, end to end: two real nodes on one machine find each other with `--auto` and no
-relay configured (`--lan`: no Nostr at all).
+relay configured (`--lan`: no Nostr at all), and `--auto --relay URL` joins a mesh it finds on the LAN.
 
 mDNS here is real multicast (224.0.0.251:5353) through the machine's interfaces, with multicast
 loopback, which this sandbox allows — no network namespaces needed. Other tests on the machine may
@@ -19,7 +19,7 @@ import pytest
 from services.cli.node_status import node_peers
 from services.mesh.invite import InviteToken
 from tests.support.node import MESH_LLM, RunningNode, free_port, wait_until
-from tests.support.nostr_relay import stop_all
+from tests.support.nostr_relay import start_relay, stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +70,26 @@ def test_two_nodes_find_each_other_on_the_lan_without_a_relay(
     )
     # The client reaches the first node's model through the mesh.
     wait_until(lambda: second.servers_of("tiny-llama") == [first_id], 15, "the model routed over the mesh")
+
+    # --relay without --lan: --auto looks on the relay and the LAN, and joins what the LAN offers
+    # (the relay lists nothing). Joining a LAN mesh keeps this node to the LAN; --relay was only where
+    # to look, never the user's "--lan --relay" conflict.
+    relay = start_relay()
+    try:
+        third = RunningNode(
+            tmp_path / "third",
+            free_port(),
+            free_port(),
+            ["--auto", "--client", "--mesh-name", name, "--relay", relay.url],
+        ).start()
+        nodes.append(third)
+        third.wait_ready([])
+    finally:
+        relay.stop()
+    assert f'--auto: joining "{name}" (lan)' in third.cli_output()
+    wait_until(
+        lambda: first_id in {p.node_id for p in node_peers(third.node_home).peers}, 10, "the relay+LAN join"
+    )
 
     # A private mesh (no --publish, --mesh-name or --lan) is never announced: its token stays secret.
     private = RunningNode(tmp_path / "private", free_port(), free_port(), ["--client"]).start()

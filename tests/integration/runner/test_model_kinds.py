@@ -17,7 +17,13 @@ import pytest
 from services.node.config import NodeConfig
 from services.proto.meshllm.runner.v1 import runner_pb2 as pb
 from services.proto.meshllm.runner.v1 import runner_pb2_grpc
-from services.runner.context_size import COMPUTE_RESERVE_BYTES, LLAMA_SERVER_UBATCH_TOKENS
+from services.runner.context_size import (
+    COMPUTE_RESERVE_BYTES,
+    LLAMA_SERVER_UBATCH_TOKENS,
+    PROMPT_CACHE_CAP_MIB,
+    prompt_cache_mib,
+)
+from services.runner.gguf_meta import read_model_traits
 from tests.support.tiny_gguf import (
     CONTEXT_LENGTH_TOKENS,
     ENCODER_CONTEXT_LENGTH_TOKENS,
@@ -102,16 +108,23 @@ def llama_spec(name: str, path: Path, context_size: int = 0, budget: int = 0) ->
     )
 
 
-def post(port: int, path: str, body: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=HTTP_TIMEOUT_S)
+def auth(process: pb.ProcessStatus) -> dict[str, str]:
+    """Every llama-server the runner starts requires its own key (ProcessStatus.api_key)."""
+    return {"authorization": f"Bearer {process.api_key}"}
+
+
+def post(process: pb.ProcessStatus, path: str, body: dict[str, object]) -> dict[str, object]:
+    url = f"http://127.0.0.1:{process.port}{path}"
+    response = httpx.post(url, json=body, headers=auth(process), timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 200, response.text
     answer: dict[str, object] = response.json()
     return answer
 
 
-def served_context(port: int) -> int:
+def served_context(process: pb.ProcessStatus) -> int:
     """The context llama-server itself says it runs (GET /v1/models: meta.n_ctx)."""
-    response = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=HTTP_TIMEOUT_S)
+    url = f"http://127.0.0.1:{process.port}/v1/models"
+    response = httpx.get(url, headers=auth(process), timeout=HTTP_TIMEOUT_S)
     response.raise_for_status()
     return int(response.json()["data"][0]["meta"]["n_ctx"])
 
@@ -122,13 +135,13 @@ def test_an_embedding_model_answers_vectors_of_its_width(runner: Runner, tmp_pat
     ready = runner.wait_ready("llama-server/embed")
     assert ready.model_kind == pb.MODEL_KIND_EMBEDDING
     assert ready.context_tokens == ready.trained_context_tokens == ENCODER_CONTEXT_LENGTH_TOKENS
-    answer = post(ready.port, "/v1/embeddings", {"model": "embed", "input": ["hello world", "a cat"]})
+    answer = post(ready, "/v1/embeddings", {"model": "embed", "input": ["hello world", "a cat"]})
     vectors = [item["embedding"] for item in answer["data"]]  # type: ignore[attr-defined]
     assert [len(v) for v in vectors] == [EMBEDDING_WIDTH, EMBEDDING_WIDTH]
     # Mean-pooled and L2-normalized by llama-server; different inputs, different vectors.
     assert all(math.isclose(math.hypot(*v), 1.0, rel_tol=1e-3) for v in vectors)
     assert vectors[0] != vectors[1]
-    assert served_context(ready.port) == ENCODER_CONTEXT_LENGTH_TOKENS
+    assert served_context(ready) == ENCODER_CONTEXT_LENGTH_TOKENS
 
 
 def test_a_reranker_scores_every_document(runner: Runner, tmp_path: Path) -> None:
@@ -137,9 +150,7 @@ def test_a_reranker_scores_every_document(runner: Runner, tmp_path: Path) -> Non
     ready = runner.wait_ready("llama-server/rerank")
     assert ready.model_kind == pb.MODEL_KIND_RERANK
     documents = ["a cat is an animal", "paris is in france", "zzz"]
-    answer = post(
-        ready.port, "/v1/rerank", {"model": "rerank", "query": "what is a cat", "documents": documents}
-    )
+    answer = post(ready, "/v1/rerank", {"model": "rerank", "query": "what is a cat", "documents": documents})
     results = answer["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2]  # type: ignore[attr-defined]
     scores = [r["relevance_score"] for r in results]  # type: ignore[attr-defined]
@@ -154,7 +165,7 @@ def test_a_chat_models_context_follows_its_memory_budget(runner: Runner, tiny_gg
     first = runner.wait_ready(key)
     assert first.model_kind == pb.MODEL_KIND_CHAT
     assert (first.context_tokens, first.trained_context_tokens) == (2816, CONTEXT_LENGTH_TOKENS)
-    assert served_context(first.port) == 2816
+    assert served_context(first) == 2816
 
     # A budget that moves but leads to the same context is taken without a restart.
     runner.apply(llama_spec("chat", tiny_gguf, budget=tight - 100 * TINY_CHAT_BYTES_PER_TOKEN))
@@ -164,7 +175,7 @@ def test_a_chat_models_context_follows_its_memory_budget(runner: Runner, tiny_gg
     # Plenty of memory: the trained context, in a restarted process.
     runner.apply(llama_spec("chat", tiny_gguf, budget=4 * GIB))
     roomy = runner.wait_ready(key, pid_other_than=first.pid)
-    assert roomy.context_tokens == CONTEXT_LENGTH_TOKENS == served_context(roomy.port)
+    assert roomy.context_tokens == CONTEXT_LENGTH_TOKENS == served_context(roomy)
 
     # --ctx-size wins, even past the trained context (the runner says so in its log); llama-server
     # still caps each slot at the trained context.
@@ -173,5 +184,31 @@ def test_a_chat_models_context_follows_its_memory_budget(runner: Runner, tiny_gg
     assert asked.context_tokens == 2 * CONTEXT_LENGTH_TOKENS
     last_run = (runner.home / "logs" / "llama-server_chat.log").read_text().rsplit("mesh-llm runner: ", 1)[1]
     assert f" -c {2 * CONTEXT_LENGTH_TOKENS} " in last_run.splitlines()[0]
-    assert served_context(asked.port) == CONTEXT_LENGTH_TOKENS
+    assert served_context(asked) == CONTEXT_LENGTH_TOKENS
     assert "exceeds the 4096 tokens the model was trained on" in runner.log_path.read_text()
+
+
+def started_cache_ram_mib(runner: Runner, name: str) -> int:
+    """The --cache-ram of the last run the runner logged for llama-server/<name>."""
+    log = (runner.home / "logs" / f"llama-server_{name}.log").read_text()
+    argv = log.rsplit("mesh-llm runner: ", 1)[1].splitlines()[0].split()
+    return int(argv[argv.index("--cache-ram") + 1])
+
+
+def test_a_chat_models_prompt_cache_follows_its_memory_budget(runner: Runner, tiny_gguf: Path) -> None:
+    key, traits = "llama-server/cached", read_model_traits(tiny_gguf)
+    runner.apply(llama_spec("cached", tiny_gguf, budget=4 * GIB))
+    roomy = runner.wait_ready(key)
+    assert roomy.context_tokens == CONTEXT_LENGTH_TOKENS
+    expected = prompt_cache_mib(traits, CONTEXT_LENGTH_TOKENS, 4 * GIB)
+    assert started_cache_ram_mib(runner, "cached") == expected < PROMPT_CACHE_CAP_MIB
+
+    # Less memory, the same context: a cache the new budget cannot hold takes a restart...
+    runner.apply(llama_spec("cached", tiny_gguf, budget=2 * GIB))
+    tighter = runner.wait_ready(key, pid_other_than=roomy.pid)
+    assert started_cache_ram_mib(runner, "cached") == prompt_cache_mib(traits, CONTEXT_LENGTH_TOKENS, 2 * GIB)
+
+    # ...more memory does not: the smaller cache it runs with still fits.
+    runner.apply(llama_spec("cached", tiny_gguf, budget=3 * GIB))
+    same = runner.wait_for(key, lambda p: p.spec.memory_budget_bytes == 3 * GIB)
+    assert (same.pid, same.state) == (tighter.pid, pb.PROCESS_STATE_READY)

@@ -20,6 +20,7 @@ import pytest
 from services.node.config import NodeConfig
 from services.proto.meshllm.runner.v1 import runner_pb2 as pb
 from services.proto.meshllm.runner.v1 import runner_pb2_grpc
+from services.runner.backoff import QUICK_FAILURES_BEFORE_GIVING_UP, RESTART_DELAY_MAX_S
 from services.runner.commands import LLAMA_SERVER_FLAGS, RPC_SERVER_FLAGS
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,10 @@ GONE_TIMEOUT_S = 10.0
 # A corrupt model fails 5 times with 0.5+1+2+4 s of backoff in between.
 FAILED_TIMEOUT_S = 45.0
 POLL_S = 0.05
+# More SIGKILLs than the quick failures that end a broken model; each restart waits its backoff
+# (0.5, 1, 2, 4, 8, then 10 s) plus a load.
+KILL_LOOP_KILLS = QUICK_FAILURES_BEFORE_GIVING_UP + 1
+KILL_LOOP_RESTART_TIMEOUT_S = RESTART_DELAY_MAX_S + READY_TIMEOUT_S
 LLAMA_KEY = "llama-server/tiny"
 RPC_KEY = "rpc-server/tiny"
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp prints it
@@ -164,10 +169,13 @@ def runner(tmp_path: Path, llama_bin_dir: Path) -> Iterator[RunnerProcess]:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def chat(port: int) -> str:
+def chat(process: pb.ProcessStatus) -> str:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
     response = httpx.post(
-        f"http://127.0.0.1:{port}/v1/chat/completions", json={**body, "temperature": 0}, timeout=30
+        f"http://127.0.0.1:{process.port}/v1/chat/completions",
+        json={**body, "temperature": 0},
+        headers={"authorization": f"Bearer {process.api_key}"},
+        timeout=30,
     )
     response.raise_for_status()
     return str(response.json()["choices"][0]["message"]["content"])
@@ -187,8 +195,17 @@ def test_llama_server_serves_chat_and_is_restarted_after_kill(runner: RunnerProc
     ready = runner.wait_state(LLAMA_KEY, pb.PROCESS_STATE_READY)
     assert ready.host == "127.0.0.1" and ready.port > 0 and ready.restarts == 0
     assert listen_addresses(ready.port) == {LOOPBACK_HEX}
-    first = chat(ready.port)
-    assert first and chat(ready.port) == first  # deterministic at temperature 0
+    first = chat(ready)
+    assert first and chat(ready) == first  # deterministic at temperature 0
+    # Any local web page can reach 127.0.0.1: without the runner's key llama-server answers nothing.
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 2}
+    url = f"http://127.0.0.1:{ready.port}/v1/chat/completions"
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    wrong = {"authorization": "Bearer not-the-key"}
+    assert httpx.post(url, json=body, headers=wrong, timeout=30).status_code == 401
+    assert ready.api_key and ready.api_key not in " ".join(
+        Path(f"/proc/{ready.pid}/cmdline").read_text().split("\0")
+    )
 
     os.kill(ready.pid, signal.SIGKILL)
     again = runner.wait_for(
@@ -200,7 +217,26 @@ def test_llama_server_serves_chat_and_is_restarted_after_kill(runner: RunnerProc
     restarted = by_key(again)[LLAMA_KEY]
     assert restarted.restarts == 1
     assert "SIGKILL" in restarted.last_error
-    assert chat(restarted.port) == first
+    assert chat(restarted) == first
+
+
+def test_a_kill_loop_backs_off_but_never_gives_up(runner: RunnerProcess, tiny_gguf: Path) -> None:
+    """An OOM killer (or a user) SIGKILLing llama-server again and again says nothing about the
+    model: more kills than the quick failures that fail a broken model, and it is still restarted."""
+    runner.apply(llama_spec(tiny_gguf))
+    ready = runner.wait_state(LLAMA_KEY, pb.PROCESS_STATE_READY)
+    for kills in range(1, KILL_LOOP_KILLS + 1):
+        os.kill(ready.pid, signal.SIGKILL)
+        previous = ready.pid
+        again = runner.wait_for(
+            lambda s, previous=previous: (  # type: ignore[misc]
+                by_key(s)[LLAMA_KEY].state == pb.PROCESS_STATE_READY and by_key(s)[LLAMA_KEY].pid != previous
+            ),
+            KILL_LOOP_RESTART_TIMEOUT_S,
+        )
+        ready = by_key(again)[LLAMA_KEY]
+        assert ready.restarts == kills
+    assert ready.last_error == "killed by SIGKILL (out of memory?)"
 
 
 def test_apply_keeps_unchanged_and_restarts_changed(runner: RunnerProcess, tiny_gguf: Path) -> None:
@@ -260,10 +296,13 @@ def test_gemma_without_embedded_template_chats_with_gemma_turns(
     ready = runner.wait_state("llama-server/gemma3-270m", pb.PROCESS_STATE_READY)
     messages = [{"role": "user", "content": "Hi"}]
     rendered = httpx.post(
-        f"http://127.0.0.1:{ready.port}/apply-template", json={"messages": messages}, timeout=30
+        f"http://127.0.0.1:{ready.port}/apply-template",
+        json={"messages": messages},
+        headers={"authorization": f"Bearer {ready.api_key}"},
+        timeout=30,
     )
     assert rendered.json()["prompt"] == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
-    assert chat(ready.port).strip()
+    assert chat(ready).strip()
 
 
 def test_missing_model_fails_at_once(runner: RunnerProcess, tmp_path: Path) -> None:

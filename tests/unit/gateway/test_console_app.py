@@ -34,7 +34,8 @@ class FakeReporter:
 def client(host: str, settings: ConsoleSettings | None = None, api: Any = None) -> httpx.AsyncClient:
     app = build_console_app(FakeReporter(), api_app=api, settings=settings or ConsoleSettings())  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app, client=(host, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://console")
+    # A loopback Host, as a browser on this machine sends it (services/gateway/host_check.py).
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost:3131")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.runner.commands import LLAMA_SERVER_FLAGS, build_argv
+from services.runner.context_size import PROMPT_CACHE_FLOOR_MIB
 from services.runner.gguf_meta import ModelTraits
 from services.runner.spec import ModelKind, ProcessKind, ProcessSpec
 
@@ -63,3 +64,29 @@ def test_every_flag_we_emit_is_in_the_checked_list() -> None:
         argv = build_argv(spec(), BIN, port=1, cpu_count=2, traits=traits)
         emitted = {arg for arg in argv[1:] if arg.startswith("-") and not arg.lstrip("-").isdigit()}
         assert emitted <= set(LLAMA_SERVER_FLAGS), emitted - set(LLAMA_SERVER_FLAGS)
+
+
+def test_a_chat_model_caches_prompts_in_what_its_budget_leaves() -> None:
+    """llama.cpp's default --cache-ram (8 GiB) would let a long soak grow past the node's memory."""
+    argv = build_argv(spec(budget=2 * 1024 * MIB), BIN, port=1, cpu_count=2, traits=CHAT)
+    assert flag_value(argv, "--cache-ram") == "674"  # tests/unit/runner/test_prompt_cache.py
+    assert flag_value(build_argv(spec(budget=600 * MIB), BIN, 1, 2, traits=CHAT), "--cache-ram") == str(
+        PROMPT_CACHE_FLOOR_MIB
+    )
+
+
+def test_embedding_and_rerank_models_run_without_a_prompt_cache() -> None:
+    for traits in (EMBEDDING, RERANK):
+        assert flag_value(build_argv(spec(budget=600 * MIB), BIN, 1, 2, traits=traits), "--cache-ram") == "0"
+
+
+def test_a_cache_size_in_extra_args_wins() -> None:
+    """llama.cpp keeps the last value of a repeated flag: extra_args come last."""
+    custom = ProcessSpec(
+        key="llama-server/m",
+        kind=ProcessKind.LLAMA_SERVER,
+        model_path="/models/m.gguf",
+        extra_args=("--cache-ram", "64"),
+    )
+    argv = build_argv(custom, BIN, port=1, cpu_count=2, traits=CHAT)
+    assert argv[-2:] == ["--cache-ram", "64"] and argv.count("--cache-ram") == 2

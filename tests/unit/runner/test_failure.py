@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import signal
 
-from services.runner.failure import MAX_ERROR_CHARS, describe_returncode, first_error_line, summarize_exit
+import pytest
+
+from services.runner.failure import (
+    MAX_ERROR_CHARS,
+    OUTSIDE_KILL_SIGNALS,
+    describe_returncode,
+    first_error_line,
+    killed_from_outside,
+    summarize_exit,
+)
 
 BAD_MODEL_LOG = """\
 0.00.001.000 I main: loading model
@@ -20,7 +29,8 @@ main: exiting due to model loading error
 def test_describe_returncode() -> None:
     assert describe_returncode(1) == "exited with code 1"
     assert describe_returncode(0) == "exited with code 0"
-    assert describe_returncode(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_returncode(-signal.SIGKILL) == "killed by SIGKILL (out of memory?)"
+    assert describe_returncode(-signal.SIGTERM) == "killed by SIGTERM"
     assert describe_returncode(None) == "did not exit"
 
 
@@ -59,7 +69,34 @@ def test_long_lines_are_cut() -> None:
 
 def test_summarize_exit() -> None:
     assert summarize_exit(1, "error: boom\n") == "exited with code 1: error: boom"
-    assert summarize_exit(-signal.SIGKILL, "") == "killed by SIGKILL"
+    assert summarize_exit(-signal.SIGKILL, "") == "killed by SIGKILL (out of memory?)"
+
+
+SERVING_LOG = """\
+0.00.005.470 I srv  llama_server: listening on http://127.0.0.1:40123
+0.01.100.000 I slot      release: id  0 | task 3 | stop processing: n_tokens = 40, truncated = 0
+0.01.100.100 I srv  update_slots: all slots are idle
+"""
+
+
+@pytest.mark.parametrize("sig", sorted(OUTSIDE_KILL_SIGNALS))
+def test_a_kill_from_outside_names_the_signal_not_the_last_log_line(sig: signal.Signals) -> None:
+    summary = summarize_exit(-sig, SERVING_LOG + "0.01.200.000 E some error of a request\n")
+    assert summary.startswith(f"killed by {sig.name}")
+    assert ":" not in summary  # no log line: a killed process never said why
+    assert killed_from_outside(-sig)
+
+
+def test_a_crash_signal_is_the_processes_own_failure_with_its_cause_if_logged() -> None:
+    assert not killed_from_outside(-signal.SIGABRT) and not killed_from_outside(-signal.SIGSEGV)
+    assert summarize_exit(-signal.SIGSEGV, SERVING_LOG) == "killed by SIGSEGV"
+    assert summarize_exit(-signal.SIGABRT, RPC_ABORT_LOG).startswith("killed by SIGABRT: /src/ggml")
+
+
+def test_an_exit_code_is_never_a_kill_and_keeps_its_log_line() -> None:
+    assert not killed_from_outside(1) and not killed_from_outside(0) and not killed_from_outside(None)
+    assert summarize_exit(1, SERVING_LOG) == "exited with code 1: srv  update_slots: all slots are idle"
+    assert summarize_exit(1, BAD_MODEL_LOG).startswith("exited with code 1: gguf_init_from_file_impl:")
 
 
 RPC_ABORT_LOG = """\

@@ -69,7 +69,7 @@ class ProcessSpec(_message.Message):
     def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class ProcessStatus(_message.Message):
-    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens")
+    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens", "api_key")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class ProcessStatus(_message.Message):
     MODEL_KIND_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRAINED_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
     spec: ProcessSpec
     state: ProcessState
     host: str
@@ -92,7 +93,8 @@ class ProcessStatus(_message.Message):
     model_kind: ModelKind
     context_tokens: int
     trained_context_tokens: int
-    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., trained_context_tokens: _Optional[int] = ...) -> None: ...
+    api_key: str
+    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., trained_context_tokens: _Optional[int] = ..., api_key: _Optional[str] = ...) -> None: ...
 
 class RunnerStatus(_message.Message):
     __slots__ = ("generation", "processes")
