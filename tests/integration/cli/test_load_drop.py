@@ -78,7 +78,8 @@ def test_load_and_drop_by_hand_and_the_last_server_needs_force(pair: tuple[Runni
     dropped = cli(a, "drop", X)
     assert dropped.returncode == 0, dropped.stderr
     assert "other nodes keep serving it" in dropped.stdout
-    wait_until(lambda: servers_listed(a, X) == {node_id(b)}, 30, "only b to serve X")
+    # Both views must have caught up: b decides "last server" from its own.
+    wait_until(lambda: servers_listed(a, X) == servers_listed(b, X) == {node_id(b)}, 30, "only b to serve X")
     assert answers(a, X)
 
     forced = cli(b, "drop", X, "--force")

@@ -58,7 +58,10 @@ def test_a_stopped_node_restarts_on_the_same_ports_at_once(tmp_path: Path, nodes
             )
             assert response.status_code == 200
     assert first.stop() == 0
-    assert time_wait_sockets_on(api_port) > 0 and time_wait_sockets_on(console_port) > 0
+    # Which end closes first is a race with the client (it may close on reading the whole answer),
+    # so not every connection leaves a TIME-WAIT on the server's side; one is enough to have tripped
+    # the old probe.
+    assert time_wait_sockets_on(api_port) + time_wait_sockets_on(console_port) > 0
 
     second = RunningNode(tmp_path / "node", api_port, console_port, ["--client"]).start()
     nodes.append(second)
