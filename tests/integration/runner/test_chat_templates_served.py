@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ import pytest
 from services.runner.commands import TEMPLATES_DIR, build_argv
 from services.runner.gguf_meta import read_model_traits
 from services.runner.spec import ProcessKind, ProcessSpec
+from tests.support.agent_turns import CALL, WEATHER_TOOL
+from tests.support.node import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +34,6 @@ MAX_TOKENS = 8
 LOG_TAIL_BYTES = 4000
 
 Message = dict[str, Any]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-CALL = {
-    "id": "call_1",
-    "type": "function",
-    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-}
 LONDON_CALL = {
     "id": "call_2",
     "type": "function",
@@ -140,12 +128,6 @@ class Server:
 
     def log_tail(self) -> str:
         return self.log_path.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def healthy(base_url: str) -> bool:

@@ -16,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from services.runner.chat_templates import shipped_template
 from services.runner.commands import TEMPLATES_DIR, chat_template_args
 from services.runner.gguf_meta import ModelTraits
+from tests.support.agent_turns import CALL, WEATHER_TOOL
 
 Message = dict[str, Any]
 TURN = re.compile(r"<start_of_turn>(user|model)\n(.*?)<end_of_turn>\n", re.DOTALL)
@@ -28,19 +29,6 @@ SMOLLM2_TEMPLATE = (
     "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-CALL = {
-    "id": "call_1",
-    "type": "function",
-    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-}
 
 
 def user(text: str) -> Message:
