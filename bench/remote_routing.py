@@ -356,7 +356,7 @@ class Exchange:
     def round_trip(self, body: bytes) -> float:
         sock = self._sock or self._connect()
         head = (
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         started = time.perf_counter()
