@@ -346,7 +346,8 @@ class Completion:
     cpu_ns: dict[str, int]  # CPU time the Python hops (meshes, simulator/relay) spent during it
 
 
-def complete(client: httpx.Client, port: int, tokens: int) -> dict[str, Any]:
+def complete(client: httpx.Client, port: int, tokens: int, api_key: str = "") -> dict[str, Any]:
+    """One /completion; `api_key`: the runner's llama-servers each require their own (runner.proto)."""
     body = {
         "prompt": PROMPT,
         "n_predict": tokens,
@@ -354,7 +355,8 @@ def complete(client: httpx.Client, port: int, tokens: int) -> dict[str, Any]:
         "ignore_eos": True,
         "cache_prompt": False,
     }
-    response = client.post(f"http://127.0.0.1:{port}/completion", json=body)
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    response = client.post(f"http://127.0.0.1:{port}/completion", json=body, headers=headers)
     response.raise_for_status()
     return dict(response.json())
 
@@ -544,7 +546,7 @@ def measure_ours(client: httpx.Client, split: Split, tokens: int, cpu: CpuMeter)
     assert process is not None
     before = tunnel_stats(split.host, split.worker_id, True)
     cpu_before = cpu.snapshot()
-    body = complete(client, process.port, tokens)
+    body = complete(client, process.port, tokens, process.api_key)
     used = cpu.since(cpu_before)
     traffic = delta(tunnel_stats(split.host, split.worker_id, True), before)
     wire = traffic["bytes_to_peer"] + traffic["bytes_from_peer"]
