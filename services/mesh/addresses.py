@@ -74,6 +74,11 @@ def bind_host(bind_ip: str) -> str:
     return bind_ip or ALL_INTERFACES
 
 
+def dial_host(bind_ip: str) -> str:
+    """The address dialers bind to: the pinned one, or "" (the kernel's choice) for a wildcard."""
+    return "" if bind_ip in ("", ALL_INTERFACES, "::") else bind_ip
+
+
 def own_addresses(
     bind: str,
     port: int,

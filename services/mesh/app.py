@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.mesh.addresses import OwnAddresses, bind_host, interface_hosts
+from services.mesh.addresses import OwnAddresses, bind_host, dial_host, interface_hosts
 from services.mesh.endpoint import MeshEndpoint
 from services.mesh.fast_path import FastPathListener
 from services.mesh.file_fetch import FileFetcher
@@ -79,7 +79,8 @@ class MeshNode:
         )
         # Clients never run an rpc-server, so they never need the RPC fast path's listener.
         fast_path = None if config.client else FastPathListener(identity, config.node_home.run)
-        self.rpc = RpcTunnels(fast_path)
+        dial_from = dial_host(config.bind_ip)
+        self.rpc = RpcTunnels(fast_path, dial_from)
         # Open inference tunnels per peer: file bytes to a peer yield to them (file_pacing.py).
         self.activity = TunnelActivity()
         self.files = FileSource(fast_path, self.activity, file_send_cap_bytes_per_s())
@@ -99,7 +100,7 @@ class MeshNode:
         self.tunnels = TunnelListeners(
             self.endpoint.current_link, self.rpc.carry_from_llama_server, self.activity
         )
-        self.fetcher = FileFetcher(self.endpoint.links.get, identity.node_id)
+        self.fetcher = FileFetcher(self.endpoint.links.get, identity.node_id, dial_from=dial_from)
         self._known_links: set[str] = set()
         self._notifications: set[asyncio.Task[None]] = set()
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aioquic.asyncio import serve
 from aioquic.asyncio.server import QuicServer
 
-from services.mesh.addresses import ALL_INTERFACES, split_address
+from services.mesh.addresses import dial_host, split_address
 from services.mesh.admission import AdmissionRefused
 from services.mesh.dial_race import first_success
 from services.mesh.frames import stream_open_frame
@@ -87,7 +87,7 @@ class MeshEndpoint(IncomingStreams):
         return MeshQuicProtocol(*args, on_stream=self._on_stream, on_lost=self._on_connection_lost, **kwargs)
 
     async def listen(self, host: str, port: int) -> int:
-        self._dial_from = "" if host in (ALL_INTERFACES, "::") else host
+        self._dial_from = dial_host(host)
         self._server = await serve(
             host,
             port,

@@ -161,11 +161,14 @@ class FastPathListener:
             self.withdraw(ticket)
 
 
-async def connect(host: str, port: int, expected_key: bytes, ticket: bytes) -> StreamPair:
-    """The host's side: TLS to the worker, check its node key, present the ticket."""
+async def connect(
+    host: str, port: int, expected_key: bytes, ticket: bytes, local_host: str = ""
+) -> StreamPair:
+    """The host's side: TLS to the worker, check its node key, present the ticket. `local_host`:
+    the mesh's --bind-ip, the address to dial from (empty: the kernel's choice)."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=client_context()),
+            asyncio.open_connection(host, port, ssl=client_context(), local_addr=_local_addr(local_host)),
             CONNECT_TIMEOUT_S,
         )
     except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -179,14 +182,22 @@ async def connect(host: str, port: int, expected_key: bytes, ticket: bytes) -> S
 
 
 async def connect_protocol(
-    host: str, port: int, expected_key: bytes, ticket: bytes, factory: Callable[[], ProtocolT]
+    host: str,
+    port: int,
+    expected_key: bytes,
+    ticket: bytes,
+    factory: Callable[[], ProtocolT],
+    local_host: str = "",
 ) -> tuple[asyncio.Transport, ProtocolT]:
     """`connect`, with the connection's bytes going to a protocol of the caller's (a
     BufferedProtocol receives bulk bytes with no copy in Python) instead of a StreamReader."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await asyncio.wait_for(
-            loop.create_connection(factory, host, port, ssl=client_context()), CONNECT_TIMEOUT_S
+            loop.create_connection(
+                factory, host, port, ssl=client_context(), local_addr=_local_addr(local_host)
+            ),
+            CONNECT_TIMEOUT_S,
         )
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise FastPathError(f"cannot reach {host}:{port}: {exc or 'timed out'}") from exc
@@ -195,6 +206,10 @@ async def connect_protocol(
         raise FastPathError(f"{host}:{port} is not the node we were offered a ticket by")
     transport.write(ticket)
     return transport, protocol  # type: ignore[return-value]
+
+
+def _local_addr(local_host: str) -> tuple[str, int] | None:
+    return (local_host, 0) if local_host else None
 
 
 def fast_path_target(link: PeerLink, tls_port: int, ticket: bytes) -> tuple[str, int] | None:

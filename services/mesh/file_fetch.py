@@ -49,8 +49,11 @@ class FetchRefused(ValueError):
 class FileFetcher:
     """This node's fetches, at most one per destination."""
 
-    def __init__(self, find_link: FindLink, local_node_id: str, fast_path: bool = True) -> None:
+    def __init__(
+        self, find_link: FindLink, local_node_id: str, fast_path: bool = True, dial_from: str = ""
+    ) -> None:
         self._find_link = find_link
+        self._dial_from = dial_from  # the mesh's --bind-ip: fast-path connections leave from it
         self._local_node_id = local_node_id
         # False: chunk bytes stay on the QUIC streams (what a relayed link or a blocked TCP port
         # gets anyway; tests choose it to exercise that path on a direct link).
@@ -66,7 +69,7 @@ class FileFetcher:
             return
         ended = self._running[dest] = asyncio.Event()
         try:
-            run = _FetchRun(request, dest, sources, self._find_link, self._fast_path)
+            run = _FetchRun(request, dest, sources, self._find_link, self._fast_path, self._dial_from)
             async for progress in run.progress():
                 yield progress
         finally:
@@ -110,9 +113,11 @@ class _FetchRun:
         sources: list[str],
         find_link: FindLink,
         fast_path: bool,
+        dial_from: str,
     ) -> None:
         self.request = request
         self._fast_path = fast_path
+        self._dial_from = dial_from
         self.dest = dest
         self.sources = sources
         self._find_link = find_link
@@ -260,7 +265,7 @@ class _FetchRun:
                 self._lost(node_id, "not linked")
                 continue
             try:
-                session = await open_session(link, self.request.sha256, self._fast_path)
+                session = await open_session(link, self.request.sha256, self._fast_path, self._dial_from)
             except SourceRefused as exc:
                 if not exc.retry_later:
                     self.plan.refused(node_id, str(exc), time.monotonic())

@@ -133,7 +133,9 @@ class SourceSession:
             self._close()
 
 
-async def open_session(link: PeerLink, sha256: str, fast_path: bool = True) -> SourceSession:
+async def open_session(
+    link: PeerLink, sha256: str, fast_path: bool = True, dial_from: str = ""
+) -> SourceSession:
     """Ask `link`'s node for the manifest of `sha256`, then settle where the chunk bytes go (the
     QUIC stream itself without `fast_path`). Raises SourceRefused, FrameError, ConnectionError or
     TimeoutError."""
@@ -146,7 +148,7 @@ async def open_session(link: PeerLink, sha256: str, fast_path: bool = True) -> S
         if not reply.HasField("manifest"):
             raise FileWireError("the first reply has neither a manifest nor an error")
         manifest = manifest_from_proto(reply.manifest)
-        session = await _over_fast_path(link, manifest, reply) if fast_path else None
+        session = await _over_fast_path(link, manifest, reply, dial_from) if fast_path else None
         if session is not None:
             writer.write(path_choice(on_this_stream=False))
             writer.write_eof()
@@ -159,14 +161,14 @@ async def open_session(link: PeerLink, sha256: str, fast_path: bool = True) -> S
 
 
 async def _over_fast_path(
-    link: PeerLink, manifest: ChunkManifest, offer: wire_pb2.FileReply
+    link: PeerLink, manifest: ChunkManifest, offer: wire_pb2.FileReply, dial_from: str
 ) -> SourceSession | None:
     target = fast_path_target(link, offer.tls_port, offer.ticket)
     if target is None:
         return None
     try:
         transport, protocol = await connect_protocol(
-            *target, link.peer.public_key, offer.ticket, _ReplyProtocol
+            *target, link.peer.public_key, offer.ticket, _ReplyProtocol, dial_from
         )
     except FastPathError as exc:
         logger.info(

@@ -103,8 +103,9 @@ class RpcTunnelError(ConnectionError):
 class RpcTunnels:
     """Both sides of every RPC tunnel of this node, and their counters."""
 
-    def __init__(self, fast_path: FastPathListener | None) -> None:
+    def __init__(self, fast_path: FastPathListener | None, dial_from: str = "") -> None:
         self.fast_path = fast_path
+        self.dial_from = dial_from  # the mesh's --bind-ip: fast-path connections leave from it
         # model → the local rpc-server that serves it (from the runner's status)
         self.local_servers: dict[str, LocalRpcServer] = {}
         self.counters: dict[tuple[str, str, bool], TunnelCounters] = {}
@@ -183,7 +184,7 @@ class RpcTunnels:
         target = fast_path_target(link, offer.tls_port, offer.ticket)
         if target is not None:
             try:
-                fast = await connect(*target, link.peer.public_key, offer.ticket)
+                fast = await connect(*target, link.peer.public_key, offer.ticket, self.dial_from)
             except FastPathError as exc:
                 logger.info("RPC fast path to %s unavailable, using QUIC: %s", link.node_id[:8], exc)
             else:

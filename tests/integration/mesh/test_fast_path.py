@@ -115,3 +115,30 @@ async def test_the_key_file_is_private(tmp_path: Path) -> None:
     listener = await started(tmp_path, identity())
     listener.close()
     assert (tmp_path / "fast-path-key.pem").stat().st_mode & 0o077 == 0
+
+
+async def test_a_pinned_node_dials_from_its_pinned_address(tmp_path: Path) -> None:
+    """--bind-ip holds for the fast path too: the worker sees both kinds of connection (RPC's
+    streams, file transfers' protocol) arrive from the host's pinned address, not the kernel's pick
+    (127.0.0.1 for a loopback destination)."""
+    worker = identity()
+    listener = await started(tmp_path, worker)
+    pinned = "127.0.0.2"
+    try:
+        ticket, accepted = listener.offer()
+        _, host_writer = await connect("127.0.0.1", listener.port, worker.public_bytes, ticket, pinned)
+        _, worker_writer = await asyncio.wait_for(accepted, 5)
+        assert worker_writer.get_extra_info("peername")[0] == pinned
+        host_writer.close()
+        worker_writer.close()
+
+        ticket, accepted = listener.offer()
+        transport, _ = await fast_path.connect_protocol(
+            "127.0.0.1", listener.port, worker.public_bytes, ticket, asyncio.Protocol, pinned
+        )
+        _, worker_writer = await asyncio.wait_for(accepted, 5)
+        assert worker_writer.get_extra_info("peername")[0] == pinned
+        transport.close()
+        worker_writer.close()
+    finally:
+        listener.close()
