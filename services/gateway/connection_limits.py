@@ -14,6 +14,9 @@ failed. (`h11_max_incomplete_event_size` is h11's; the gateway runs httptools, t
 - keeps at most `max_open_connections` open: past that the connection that has waited longest for a
   request head (silent, slowloris, idle keep-alive) is closed to make room, so a flood of silent
   connections does not lock out a client that sends its request;
+- aborts a connection whose client stops reading: when the response's bytes fill the kernel's and
+  the transport's buffers (the client's receive window stays shut) for `write_stall_timeout_s`, the
+  connection is dropped like one the client closed, instead of holding a request slot for ever;
 - cancels the request's task when its client goes away before the response is complete, which
   aborts the upstream exchange (services/gateway/upstream.py) so llama-server stops generating for
   nobody: for non-streamed answers too, and through a mesh tunnel to a peer, whose gateway then
@@ -26,7 +29,10 @@ it costs a few counters per header and one timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -43,6 +49,9 @@ from services.gateway.errors import OpenAIError, dialect_of_path
 HEADER_TIMEOUT_S = 10.0
 # The whole body after its head: MAX_REQUEST_BODY_BYTES (8 MiB) at ~140 KB/s.
 REQUEST_BODY_TIMEOUT_S = 60.0
+# A response nobody reads: the kernel buffers ~4 MB before the transport pauses, so a client stalled
+# this long with all of that unread has stopped reading (a person's debugger pause is shorter).
+WRITE_STALL_TIMEOUT_S = 60.0
 # Request line + headers. nginx's default total (4 x 8 KiB); browsers send every cookie of
 # `localhost` to every port, so a console next to other local web apps gets more than an SDK's ~1 KiB.
 MAX_REQUEST_HEAD_BYTES = 32 * 1024
@@ -71,6 +80,7 @@ class ConnectionLimits:
 
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = REQUEST_BODY_TIMEOUT_S
+    write_stall_timeout_s: float = WRITE_STALL_TIMEOUT_S
     max_head_bytes: int = MAX_REQUEST_HEAD_BYTES
     max_headers: int = MAX_REQUEST_HEADERS
     max_open_connections: int = MAX_OPEN_CONNECTIONS
@@ -119,6 +129,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_task: asyncio.Task[Any] | None = None
         self._request_scope: Scope | None = None
         self._client_gone = False
+        self._write_stall: asyncio.TimerHandle | None = None
 
     # -- the connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -130,6 +141,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.waiting.pop(self, None)
         self._cancel_deadline()
+        self._cancel_write_stall()
         cycle = self.cycle
         abandoned = cycle is not None and not cycle.response_complete and cycle.scope is self._request_scope
         super().connection_lost(exc)
@@ -148,6 +160,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head(f"over {self.limits.max_head_bytes} bytes")
         elif self._deadline is None and self.cycle is not None and self.cycle.more_body:
             self._deadline = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_stall is None:
+            self._write_stall = self.loop.call_later(self.limits.write_stall_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_stall()
+        super().resume_writing()
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -246,6 +267,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         message = f"The request body did not arrive within {self.limits.body_timeout_s:g} s."
         self._write_error(HTTPStatus.REQUEST_TIMEOUT, message, BODY_TIMEOUT)
+
+    def _write_stalled(self) -> None:
+        self._write_stall = None
+        if self.transport.is_closing():
+            return
+        _logger.info("closed a connection whose client stopped reading its response")
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset, not a FIN: the kernel drops the megabytes it holds for the client now,
+            # instead of keeping an orphaned socket probing a shut window for minutes.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # close() would wait for the unread bytes to drain: never
+
+    def _cancel_write_stall(self) -> None:
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
 
     def _refuse_head(self, why: str) -> None:
         self._waiting_for_head = False
