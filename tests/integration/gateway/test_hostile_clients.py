@@ -49,6 +49,7 @@ POLL_S = 0.05
 
 TINY = "tiny"
 TINY_CAPPED = "tiny-capped"  # the same llama-server, listed with a small context
+TINY_TWO_SLOTS = "tiny-two-slots"  # another llama-server with two slots: one busy while one is dropped
 CAPPED_CONTEXT_TOKENS = 32
 LLAMA_CONTEXT_TOKENS = 4096
 LONG_GENERATION_TOKENS = 4000  # minutes on this model and machine: still busy when the client leaves
@@ -287,18 +288,29 @@ def tiny_server(
 
 
 @pytest.fixture(scope="module")
-def gateway_table(tiny_server: LlamaServer) -> RoutingTable:
-    def server(name: str, context_tokens: int) -> LocalServer:
+def two_slot_server(
+    llama_bin_dir: Path, tiny_gguf: Path, start_model_server: Callable[[Path, str, list[str]], LlamaServer]
+) -> LlamaServer:
+    argv = [
+        str(llama_bin_dir / "llama-server"), "-m", str(tiny_gguf), "--host", "127.0.0.1", "--port", "{port}",
+        "-c", str(2 * LLAMA_CONTEXT_TOKENS), "-np", "2", "--alias", TINY_TWO_SLOTS, "--no-webui",
+    ]  # fmt: skip
+    return start_model_server(tiny_gguf, TINY_TWO_SLOTS, argv)
+
+
+@pytest.fixture(scope="module")
+def gateway_table(tiny_server: LlamaServer, two_slot_server: LlamaServer) -> RoutingTable:
+    def server(name: str, context_tokens: int, port: int = tiny_server.port) -> LocalServer:
         return LocalServer(
-            name,
-            ServerState.READY,
-            "127.0.0.1",
-            tiny_server.port,
-            kind=ModelKind.CHAT,
-            context_tokens=context_tokens,
+            name, ServerState.READY, "127.0.0.1", port, kind=ModelKind.CHAT, context_tokens=context_tokens
         )
 
-    return RoutingTable.build([server(TINY, 0), server(TINY_CAPPED, CAPPED_CONTEXT_TOKENS)], [])
+    servers = [
+        server(TINY, 0),
+        server(TINY_CAPPED, CAPPED_CONTEXT_TOKENS),
+        server(TINY_TWO_SLOTS, 0, two_slot_server.port),
+    ]
+    return RoutingTable.build(servers, [])
 
 
 @pytest.fixture(scope="module")
@@ -347,6 +359,46 @@ def test_a_dropped_non_streamed_request_frees_the_slot(
     assert served_after_s < SLOT_FREED_TIMEOUT_S + SECOND_REQUEST_S
     gateway.wait_idle(SLOT_FREED_TIMEOUT_S)
     print(f"{path}: the next request was served {served_after_s:.2f} s after the client left")
+
+
+def _busy_slots(server: LlamaServer) -> int:
+    slots = httpx.get(server.base_url + "/slots", timeout=HTTP_TIMEOUT_S).json()
+    return sum(1 for slot in slots if slot["is_processing"])
+
+
+def test_a_dropped_request_stops_while_another_streams_on_the_same_server(
+    gateway: GatewayThread, two_slot_server: LlamaServer
+) -> None:
+    """Under load the dropped request must stop too. Stock llama-server restarted its 1 s wait for the
+    dropped request's result every time *another* request produced one, so while anything streamed it
+    never looked at the dropped connection and generated to the end (llama.cpp/patches/0001)."""
+    streaming = {
+        "model": TINY_TWO_SLOTS,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": LONG_GENERATION_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", gateway.base_url + "/v1/chat/completions", json=streaming, timeout=HTTP_TIMEOUT_S
+    ) as stream:
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith("data: "))  # the stream is generating
+        payload = json.dumps({**streaming, "stream": False}).encode()
+        dropped = socket.create_connection(("127.0.0.1", gateway.port))
+        dropped.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        _poll_until(lambda: _busy_slots(two_slot_server) == 2, SLOT_BUSY_TIMEOUT_S, "both slots to generate")
+        dropped.close()  # the client gives up; the stream goes on
+        freed_after_s = _poll_until(
+            lambda: _busy_slots(two_slot_server) == 1 and bool(next(lines)),
+            SLOT_FREED_TIMEOUT_S,
+            "the dropped request's slot to be freed while the stream goes on",
+        )
+    print(f"the dropped request's slot was freed {freed_after_s:.2f} s after its client left")
 
 
 def test_no_output_limit_is_held_to_the_models_context(http: httpx.Client) -> None:
