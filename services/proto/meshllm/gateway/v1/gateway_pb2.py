@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n meshllm/gateway/v1/gateway.proto\x12\x12meshllm.gateway.v1\"\x12\n\x10GetStatusRequest\"@\n\rServiceHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x83\x01\n\nModelRoute\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\r\n\x05local\x18\x04 \x01(\x08\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x07 \x01(\x05\"\xfb\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_url\x18\x03 \x01(\t\x12\x13\n\x0b\x63onsole_url\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x33\n\x08services\x18\x06 \x03(\x0b\x32!.meshllm.gateway.v1.ServiceHealth\x12.\n\x06models\x18\x07 \x03(\x0b\x32\x1e.meshllm.gateway.v1.ModelRoute\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x1a\n\x12requests_in_flight\x18\t \x01(\x03\x32Z\n\x05\x41\x64min\x12Q\n\tGetStatus\x12$.meshllm.gateway.v1.GetStatusRequest\x1a\x1e.meshllm.gateway.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n meshllm/gateway/v1/gateway.proto\x12\x12meshllm.gateway.v1\"\x12\n\x10GetStatusRequest\"@\n\rServiceHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa7\x01\n\nModelRoute\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\r\n\x05local\x18\x04 \x01(\x08\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x07 \x01(\x05\x12\x13\n\x0bspeculation\x18\x08 \x01(\t\x12\r\n\x05slots\x18\t \x01(\x05\"\xfb\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_url\x18\x03 \x01(\t\x12\x13\n\x0b\x63onsole_url\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x33\n\x08services\x18\x06 \x03(\x0b\x32!.meshllm.gateway.v1.ServiceHealth\x12.\n\x06models\x18\x07 \x03(\x0b\x32\x1e.meshllm.gateway.v1.ModelRoute\x12\x16\n\x0erequests_total\x18\x08 \x01(\x03\x12\x1a\n\x12requests_in_flight\x18\t \x01(\x03\x32Z\n\x05\x41\x64min\x12Q\n\tGetStatus\x12$.meshllm.gateway.v1.GetStatusRequest\x1a\x1e.meshllm.gateway.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICEHEALTH']._serialized_start=76
   _globals['_SERVICEHEALTH']._serialized_end=140
   _globals['_MODELROUTE']._serialized_start=143
-  _globals['_MODELROUTE']._serialized_end=274
-  _globals['_NODESTATUS']._serialized_start=277
-  _globals['_NODESTATUS']._serialized_end=528
-  _globals['_ADMIN']._serialized_start=530
-  _globals['_ADMIN']._serialized_end=620
+  _globals['_MODELROUTE']._serialized_end=310
+  _globals['_NODESTATUS']._serialized_start=313
+  _globals['_NODESTATUS']._serialized_end=564
+  _globals['_ADMIN']._serialized_start=566
+  _globals['_ADMIN']._serialized_end=656
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class ServiceHealth(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "state", "node_ids", "local", "endpoint", "kind", "context_tokens")
+    __slots__ = ("model", "state", "node_ids", "local", "endpoint", "kind", "context_tokens", "speculation", "slots")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class ModelRoute(_message.Message):
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     state: str
     node_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -36,7 +38,9 @@ class ModelRoute(_message.Message):
     endpoint: str
     kind: str
     context_tokens: int
-    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., local: _Optional[bool] = ..., endpoint: _Optional[str] = ..., kind: _Optional[str] = ..., context_tokens: _Optional[int] = ...) -> None: ...
+    speculation: str
+    slots: int
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., local: _Optional[bool] = ..., endpoint: _Optional[str] = ..., kind: _Optional[str] = ..., context_tokens: _Optional[int] = ..., speculation: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("node_id", "name", "api_url", "console_url", "version", "services", "models", "requests_total", "requests_in_flight")

@@ -65,7 +65,7 @@ class LayerShare(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("name", "role", "state", "host_node_id", "shares", "kind", "context_tokens")
+    __slots__ = ("name", "role", "state", "host_node_id", "shares", "kind", "context_tokens", "speculation", "slots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class ServedModel(_message.Message):
     SHARES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: ModelRole
     state: ServeState
@@ -80,7 +82,9 @@ class ServedModel(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[LayerShare]
     kind: ModelKind
     context_tokens: int
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ...) -> None: ...
+    speculation: str
+    slots: int
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[ModelRole, str]] = ..., state: _Optional[_Union[ServeState, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., speculation: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
 
 class Adoption(_message.Message):
     __slots__ = ("model", "reason", "since_unix_s", "by_hand", "for_loss")
@@ -129,7 +133,7 @@ class FileTransfer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_per_s: _Optional[float] = ..., source_node_ids: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s", "force_split", "publishing", "adopted", "models_seen", "fetching")
+    __slots__ = ("node_id", "name", "version", "software_version", "addresses", "is_client", "region", "vram_bytes", "models_on_disk", "models_wanted", "served", "request_rate_per_min", "rtt_ms", "leaving", "updated_unix_s", "force_split", "publishing", "adopted", "models_seen", "fetching", "metrics")
     class RequestRatePerMinEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +168,7 @@ class NodeRecord(_message.Message):
     ADOPTED_FIELD_NUMBER: _ClassVar[int]
     MODELS_SEEN_FIELD_NUMBER: _ClassVar[int]
     FETCHING_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     version: int
@@ -184,7 +189,102 @@ class NodeRecord(_message.Message):
     adopted: _containers.RepeatedCompositeFieldContainer[Adoption]
     models_seen: _containers.RepeatedCompositeFieldContainer[SeenModel]
     fetching: _containers.RepeatedCompositeFieldContainer[FileTransfer]
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ..., force_split: _Optional[bool] = ..., publishing: _Optional[bool] = ..., adopted: _Optional[_Iterable[_Union[Adoption, _Mapping]]] = ..., models_seen: _Optional[_Iterable[_Union[SeenModel, _Mapping]]] = ..., fetching: _Optional[_Iterable[_Union[FileTransfer, _Mapping]]] = ...) -> None: ...
+    metrics: MetricsSummary
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., software_version: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., is_client: _Optional[bool] = ..., region: _Optional[str] = ..., vram_bytes: _Optional[int] = ..., models_on_disk: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., models_wanted: _Optional[_Iterable[str]] = ..., served: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., request_rate_per_min: _Optional[_Mapping[str, float]] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., leaving: _Optional[bool] = ..., updated_unix_s: _Optional[float] = ..., force_split: _Optional[bool] = ..., publishing: _Optional[bool] = ..., adopted: _Optional[_Iterable[_Union[Adoption, _Mapping]]] = ..., models_seen: _Optional[_Iterable[_Union[SeenModel, _Mapping]]] = ..., fetching: _Optional[_Iterable[_Union[FileTransfer, _Mapping]]] = ..., metrics: _Optional[_Union[MetricsSummary, _Mapping]] = ...) -> None: ...
+
+class MetricsSummary(_message.Message):
+    __slots__ = ("requests", "models", "tunnels", "restarts", "requests_in_flight", "pool_events", "gossip")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    POOL_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    GOSSIP_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RequestCount]
+    models: _containers.RepeatedCompositeFieldContainer[ModelTraffic]
+    tunnels: _containers.RepeatedCompositeFieldContainer[TunnelTraffic]
+    restarts: _containers.RepeatedCompositeFieldContainer[ProcessRestarts]
+    requests_in_flight: int
+    pool_events: _containers.RepeatedCompositeFieldContainer[PoolEventCount]
+    gossip: _containers.RepeatedCompositeFieldContainer[GossipKindTraffic]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RequestCount, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelTraffic, _Mapping]]] = ..., tunnels: _Optional[_Iterable[_Union[TunnelTraffic, _Mapping]]] = ..., restarts: _Optional[_Iterable[_Union[ProcessRestarts, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., pool_events: _Optional[_Iterable[_Union[PoolEventCount, _Mapping]]] = ..., gossip: _Optional[_Iterable[_Union[GossipKindTraffic, _Mapping]]] = ...) -> None: ...
+
+class RequestCount(_message.Message):
+    __slots__ = ("model", "endpoint", "status", "forwarded", "count")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    endpoint: str
+    status: int
+    forwarded: bool
+    count: int
+    def __init__(self, model: _Optional[str] = ..., endpoint: _Optional[str] = ..., status: _Optional[int] = ..., forwarded: _Optional[bool] = ..., count: _Optional[int] = ...) -> None: ...
+
+class HistogramCounts(_message.Message):
+    __slots__ = ("counts", "sum")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum: float
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ...) -> None: ...
+
+class ModelTraffic(_message.Message):
+    __slots__ = ("model", "tokens_in", "tokens_out", "ttft_seconds", "decode_tokens_per_second", "slots_busy", "slots_total", "requests_queued")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
+    TTFT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_BUSY_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    tokens_in: int
+    tokens_out: int
+    ttft_seconds: HistogramCounts
+    decode_tokens_per_second: HistogramCounts
+    slots_busy: int
+    slots_total: int
+    requests_queued: int
+    def __init__(self, model: _Optional[str] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., ttft_seconds: _Optional[_Union[HistogramCounts, _Mapping]] = ..., decode_tokens_per_second: _Optional[_Union[HistogramCounts, _Mapping]] = ..., slots_busy: _Optional[int] = ..., slots_total: _Optional[int] = ..., requests_queued: _Optional[int] = ...) -> None: ...
+
+class TunnelTraffic(_message.Message):
+    __slots__ = ("peer_node_id", "model", "bytes_to_peer", "bytes_from_peer", "weight_bytes_by_reference", "weight_bytes_raw")
+    PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_PEER_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_PEER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_BY_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_RAW_FIELD_NUMBER: _ClassVar[int]
+    peer_node_id: str
+    model: str
+    bytes_to_peer: int
+    bytes_from_peer: int
+    weight_bytes_by_reference: int
+    weight_bytes_raw: int
+    def __init__(self, peer_node_id: _Optional[str] = ..., model: _Optional[str] = ..., bytes_to_peer: _Optional[int] = ..., bytes_from_peer: _Optional[int] = ..., weight_bytes_by_reference: _Optional[int] = ..., weight_bytes_raw: _Optional[int] = ...) -> None: ...
+
+class ProcessRestarts(_message.Message):
+    __slots__ = ("service", "process", "restarts")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    process: str
+    restarts: int
+    def __init__(self, service: _Optional[str] = ..., process: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class PoolEventCount(_message.Message):
+    __slots__ = ("kind", "count")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    count: int
+    def __init__(self, kind: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class MeshView(_message.Message):
     __slots__ = ("local_node_id", "nodes")
@@ -209,3 +309,27 @@ class UpdateLocalRequest(_message.Message):
     record: NodeRecord
     fields: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, record: _Optional[_Union[NodeRecord, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GossipStats(_message.Message):
+    __slots__ = ("kinds",)
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedCompositeFieldContainer[GossipKindTraffic]
+    def __init__(self, kinds: _Optional[_Iterable[_Union[GossipKindTraffic, _Mapping]]] = ...) -> None: ...
+
+class GossipKindTraffic(_message.Message):
+    __slots__ = ("kind", "sent_bytes", "sent_messages", "received_bytes", "received_messages")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SENT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    sent_bytes: int
+    sent_messages: int
+    received_bytes: int
+    received_messages: int
+    def __init__(self, kind: _Optional[str] = ..., sent_bytes: _Optional[int] = ..., sent_messages: _Optional[int] = ..., received_bytes: _Optional[int] = ..., received_messages: _Optional[int] = ...) -> None: ...

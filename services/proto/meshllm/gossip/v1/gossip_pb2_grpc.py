@@ -49,6 +49,11 @@ class GossipStub:
                 request_serializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.UpdateLocalRequest.SerializeToString,
                 response_deserializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.NodeRecord.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/meshllm.gossip.v1.Gossip/GetStats',
+                request_serializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GossipStats.FromString,
+                _registered_method=True)
 
 
 class GossipServicer:
@@ -75,6 +80,13 @@ class GossipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """This service's traffic since it started: gossip bytes and messages by kind (for /metrics).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GossipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_GossipServicer_to_server(servicer, server):
                     servicer.UpdateLocal,
                     request_deserializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.UpdateLocalRequest.FromString,
                     response_serializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.NodeRecord.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GetStatsRequest.FromString,
+                    response_serializer=meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GossipStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Gossip:
             '/meshllm.gossip.v1.Gossip/UpdateLocal',
             meshllm_dot_gossip_dot_v1_dot_gossip__pb2.UpdateLocalRequest.SerializeToString,
             meshllm_dot_gossip_dot_v1_dot_gossip__pb2.NodeRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshllm.gossip.v1.Gossip/GetStats',
+            meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GetStatsRequest.SerializeToString,
+            meshllm_dot_gossip_dot_v1_dot_gossip__pb2.GossipStats.FromString,
             options,
             channel_credentials,
             insecure,

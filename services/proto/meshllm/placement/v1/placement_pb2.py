@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$meshllm/placement/v1/placement.proto\x12\x14meshllm.placement.v1\">\n\nLayerShare\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xd1\x01\n\nAssignment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x03 \x01(\x03\x12\x32\n\x04role\x18\x04 \x01(\x0e\x32$.meshllm.placement.v1.AssignmentRole\x12\x14\n\x0chost_node_id\x18\x05 \x01(\t\x12\x30\n\x06shares\x18\x06 \x03(\x0b\x32 .meshllm.placement.v1.LayerShare\x12\x0f\n\x07reasons\x18\x07 \x03(\t\"\x9f\x01\n\tModelPool\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserver_node_ids\x18\x02 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_node_ids\x18\x03 \x03(\t\x12\x18\n\x10requests_per_min\x18\x04 \x01(\x01\x12#\n\x1brequests_per_min_per_server\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\"K\n\tPoolEvent\x12\x11\n\tat_unix_s\x18\x01 \x01(\x01\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xff\x01\n\x04Plan\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nvram_bytes\x18\x03 \x01(\x03\x12\x35\n\x0b\x61ssignments\x18\x04 \x03(\x0b\x32 .meshllm.placement.v1.Assignment\x12\x0f\n\x07standby\x18\x05 \x01(\x08\x12\x16\n\x0estandby_reason\x18\x06 \x01(\t\x12-\n\x04pool\x18\x07 \x03(\x0b\x32\x1f.meshllm.placement.v1.ModelPool\x12/\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1f.meshllm.placement.v1.PoolEvent\"\x1c\n\x0bLoadRequest\x12\r\n\x05model\x18\x01 \x01(\t\"+\n\x0b\x44ropRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1d\n\nPoolChange\x12\x0f\n\x07message\x18\x01 \x01(\t\"\x10\n\x0eGetPlanRequest\"\x12\n\x10WatchPlanRequest*\x87\x02\n\x0e\x41ssignmentRole\x12\x1f\n\x1b\x41SSIGNMENT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41SSIGNMENT_ROLE_SOLO\x10\x01\x12\x1e\n\x1a\x41SSIGNMENT_ROLE_SPLIT_HOST\x10\x02\x12 \n\x1c\x41SSIGNMENT_ROLE_SPLIT_WORKER\x10\x03\x12\x1b\n\x17\x41SSIGNMENT_ROLE_STANDBY\x10\x04\x12\x1b\n\x17\x41SSIGNMENT_ROLE_WAITING\x10\x05\x12 \n\x1c\x41SSIGNMENT_ROLE_DOES_NOT_FIT\x10\x06\x12\x1c\n\x18\x41SSIGNMENT_ROLE_FETCHING\x10\x07\x32\xc5\x02\n\tPlacement\x12K\n\x07GetPlan\x12$.meshllm.placement.v1.GetPlanRequest\x1a\x1a.meshllm.placement.v1.Plan\x12Q\n\tWatchPlan\x12&.meshllm.placement.v1.WatchPlanRequest\x1a\x1a.meshllm.placement.v1.Plan0\x01\x12K\n\x04Load\x12!.meshllm.placement.v1.LoadRequest\x1a .meshllm.placement.v1.PoolChange\x12K\n\x04\x44rop\x12!.meshllm.placement.v1.DropRequest\x1a .meshllm.placement.v1.PoolChangeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$meshllm/placement/v1/placement.proto\x12\x14meshllm.placement.v1\">\n\nLayerShare\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xe6\x01\n\nAssignment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x03 \x01(\x03\x12\x32\n\x04role\x18\x04 \x01(\x0e\x32$.meshllm.placement.v1.AssignmentRole\x12\x14\n\x0chost_node_id\x18\x05 \x01(\t\x12\x30\n\x06shares\x18\x06 \x03(\x0b\x32 .meshllm.placement.v1.LayerShare\x12\x0f\n\x07reasons\x18\x07 \x03(\t\x12\x13\n\x0bspeculation\x18\x08 \x01(\t\"\x9f\x01\n\tModelPool\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fserver_node_ids\x18\x02 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_node_ids\x18\x03 \x03(\t\x12\x18\n\x10requests_per_min\x18\x04 \x01(\x01\x12#\n\x1brequests_per_min_per_server\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\"K\n\tPoolEvent\x12\x11\n\tat_unix_s\x18\x01 \x01(\x01\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xff\x01\n\x04Plan\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nvram_bytes\x18\x03 \x01(\x03\x12\x35\n\x0b\x61ssignments\x18\x04 \x03(\x0b\x32 .meshllm.placement.v1.Assignment\x12\x0f\n\x07standby\x18\x05 \x01(\x08\x12\x16\n\x0estandby_reason\x18\x06 \x01(\t\x12-\n\x04pool\x18\x07 \x03(\x0b\x32\x1f.meshllm.placement.v1.ModelPool\x12/\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1f.meshllm.placement.v1.PoolEvent\"\x1c\n\x0bLoadRequest\x12\r\n\x05model\x18\x01 \x01(\t\"+\n\x0b\x44ropRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1d\n\nPoolChange\x12\x0f\n\x07message\x18\x01 \x01(\t\"\x10\n\x0eGetPlanRequest\"\x12\n\x10WatchPlanRequest*\x87\x02\n\x0e\x41ssignmentRole\x12\x1f\n\x1b\x41SSIGNMENT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41SSIGNMENT_ROLE_SOLO\x10\x01\x12\x1e\n\x1a\x41SSIGNMENT_ROLE_SPLIT_HOST\x10\x02\x12 \n\x1c\x41SSIGNMENT_ROLE_SPLIT_WORKER\x10\x03\x12\x1b\n\x17\x41SSIGNMENT_ROLE_STANDBY\x10\x04\x12\x1b\n\x17\x41SSIGNMENT_ROLE_WAITING\x10\x05\x12 \n\x1c\x41SSIGNMENT_ROLE_DOES_NOT_FIT\x10\x06\x12\x1c\n\x18\x41SSIGNMENT_ROLE_FETCHING\x10\x07\x32\xc5\x02\n\tPlacement\x12K\n\x07GetPlan\x12$.meshllm.placement.v1.GetPlanRequest\x1a\x1a.meshllm.placement.v1.Plan\x12Q\n\tWatchPlan\x12&.meshllm.placement.v1.WatchPlanRequest\x1a\x1a.meshllm.placement.v1.Plan0\x01\x12K\n\x04Load\x12!.meshllm.placement.v1.LoadRequest\x1a .meshllm.placement.v1.PoolChange\x12K\n\x04\x44rop\x12!.meshllm.placement.v1.DropRequest\x1a .meshllm.placement.v1.PoolChangeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshllm.placement.v1.placement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASSIGNMENTROLE']._serialized_start=980
-  _globals['_ASSIGNMENTROLE']._serialized_end=1243
+  _globals['_ASSIGNMENTROLE']._serialized_start=1001
+  _globals['_ASSIGNMENTROLE']._serialized_end=1264
   _globals['_LAYERSHARE']._serialized_start=62
   _globals['_LAYERSHARE']._serialized_end=124
   _globals['_ASSIGNMENT']._serialized_start=127
-  _globals['_ASSIGNMENT']._serialized_end=336
-  _globals['_MODELPOOL']._serialized_start=339
-  _globals['_MODELPOOL']._serialized_end=498
-  _globals['_POOLEVENT']._serialized_start=500
-  _globals['_POOLEVENT']._serialized_end=575
-  _globals['_PLAN']._serialized_start=578
-  _globals['_PLAN']._serialized_end=833
-  _globals['_LOADREQUEST']._serialized_start=835
-  _globals['_LOADREQUEST']._serialized_end=863
-  _globals['_DROPREQUEST']._serialized_start=865
-  _globals['_DROPREQUEST']._serialized_end=908
-  _globals['_POOLCHANGE']._serialized_start=910
-  _globals['_POOLCHANGE']._serialized_end=939
-  _globals['_GETPLANREQUEST']._serialized_start=941
-  _globals['_GETPLANREQUEST']._serialized_end=957
-  _globals['_WATCHPLANREQUEST']._serialized_start=959
-  _globals['_WATCHPLANREQUEST']._serialized_end=977
-  _globals['_PLACEMENT']._serialized_start=1246
-  _globals['_PLACEMENT']._serialized_end=1571
+  _globals['_ASSIGNMENT']._serialized_end=357
+  _globals['_MODELPOOL']._serialized_start=360
+  _globals['_MODELPOOL']._serialized_end=519
+  _globals['_POOLEVENT']._serialized_start=521
+  _globals['_POOLEVENT']._serialized_end=596
+  _globals['_PLAN']._serialized_start=599
+  _globals['_PLAN']._serialized_end=854
+  _globals['_LOADREQUEST']._serialized_start=856
+  _globals['_LOADREQUEST']._serialized_end=884
+  _globals['_DROPREQUEST']._serialized_start=886
+  _globals['_DROPREQUEST']._serialized_end=929
+  _globals['_POOLCHANGE']._serialized_start=931
+  _globals['_POOLCHANGE']._serialized_end=960
+  _globals['_GETPLANREQUEST']._serialized_start=962
+  _globals['_GETPLANREQUEST']._serialized_end=978
+  _globals['_WATCHPLANREQUEST']._serialized_start=980
+  _globals['_WATCHPLANREQUEST']._serialized_end=998
+  _globals['_PLACEMENT']._serialized_start=1267
+  _globals['_PLACEMENT']._serialized_end=1592
 # @@protoc_insertion_point(module_scope)

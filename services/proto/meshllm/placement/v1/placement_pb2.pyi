@@ -37,7 +37,7 @@ class LayerShare(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., fraction: _Optional[float] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("model", "model_path", "model_bytes", "role", "host_node_id", "shares", "reasons")
+    __slots__ = ("model", "model_path", "model_bytes", "role", "host_node_id", "shares", "reasons", "speculation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Assignment(_message.Message):
     HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_path: str
     model_bytes: int
@@ -52,7 +53,8 @@ class Assignment(_message.Message):
     host_node_id: str
     shares: _containers.RepeatedCompositeFieldContainer[LayerShare]
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., model_path: _Optional[str] = ..., model_bytes: _Optional[int] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    speculation: str
+    def __init__(self, model: _Optional[str] = ..., model_path: _Optional[str] = ..., model_bytes: _Optional[int] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., host_node_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[LayerShare, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., speculation: _Optional[str] = ...) -> None: ...
 
 class ModelPool(_message.Message):
     __slots__ = ("model", "server_node_ids", "candidate_node_ids", "requests_per_min", "requests_per_min_per_server", "reasons")

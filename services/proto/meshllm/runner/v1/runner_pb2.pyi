@@ -43,7 +43,7 @@ PROCESS_STATE_STOPPING: ProcessState
 PROCESS_STATE_FAILED: ProcessState
 
 class ProcessSpec(_message.Message):
-    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id", "memory_budget_bytes")
+    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id", "memory_budget_bytes", "speculation", "parallel_slots", "device")
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,9 @@ class ProcessSpec(_message.Message):
     DRAFT_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     HOST_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     key: str
     kind: ProcessKind
     model: str
@@ -66,10 +69,13 @@ class ProcessSpec(_message.Message):
     draft_model_path: str
     host_node_id: str
     memory_budget_bytes: int
-    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+    speculation: str
+    parallel_slots: int
+    device: str
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., speculation: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ProcessStatus(_message.Message):
-    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens", "api_key")
+    __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens", "api_key", "slots", "speculation", "draft_model_path", "speculation_reason")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +88,10 @@ class ProcessStatus(_message.Message):
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRAINED_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_REASON_FIELD_NUMBER: _ClassVar[int]
     spec: ProcessSpec
     state: ProcessState
     host: str
@@ -94,7 +104,11 @@ class ProcessStatus(_message.Message):
     context_tokens: int
     trained_context_tokens: int
     api_key: str
-    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., trained_context_tokens: _Optional[int] = ..., api_key: _Optional[str] = ...) -> None: ...
+    slots: int
+    speculation: str
+    draft_model_path: str
+    speculation_reason: str
+    def __init__(self, spec: _Optional[_Union[ProcessSpec, _Mapping]] = ..., state: _Optional[_Union[ProcessState, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_error: _Optional[str] = ..., state_since_unix_s: _Optional[float] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., context_tokens: _Optional[int] = ..., trained_context_tokens: _Optional[int] = ..., api_key: _Optional[str] = ..., slots: _Optional[int] = ..., speculation: _Optional[str] = ..., draft_model_path: _Optional[str] = ..., speculation_reason: _Optional[str] = ...) -> None: ...
 
 class RunnerStatus(_message.Message):
     __slots__ = ("generation", "processes")
