@@ -58,6 +58,9 @@ class NodeConfig:
     join_tokens: tuple[str, ...] = ()
     # host:port others should dial to reach this node (port forwarding, NAT, test link simulators).
     advertise: tuple[str, ...] = ()
+    # --allow-host: more names the API and console answer to (a reverse proxy's, a DNS name for the
+    # machine), exact or "*.example.com"; loopback names always (services/gateway/host_check.py).
+    allowed_hosts: tuple[str, ...] = ()
     region: str = ""
     # Discovery (services/discovery): publish this mesh's listing to Nostr relays and/or the LAN.
     publish: bool = False
@@ -70,6 +73,15 @@ class NodeConfig:
     log_level: str = "info"
     llama_bin_dir: str = ""
     context_size: int = 0  # tokens per llama-server (--ctx-size); 0: the runner sizes it per model
+    parallel_slots: int = 0  # requests each llama-server decodes at once (--parallel); 0: the runner's choice
+    # --device: the llama.cpp device(s) llama-server and rpc-server use (services/node/devices.py);
+    # empty: llama.cpp's default, every GPU it sees.
+    device: str = ""
+    # Speculative decoding (services/runner/speculation.py): auto, draft, ngram or off; `draft`
+    # (--draft, a resolved file) serves every model whose vocabulary it shares, `no_draft` pairs none.
+    speculation: str = "auto"
+    draft: str = ""
+    no_draft: bool = False
     # Where this node keeps model files: it advertises (and shares) every GGUF there, and files
     # fetched from peers land there. Empty: the shared model cache.
     models_dir: str = ""
@@ -111,6 +123,7 @@ class NodeConfig:
         data["models"] = [asdict(m) for m in self.models]
         data["join_tokens"] = list(self.join_tokens)
         data["advertise"] = list(self.advertise)
+        data["allowed_hosts"] = list(self.allowed_hosts)
         data["relays"] = list(self.relays)
         if self.max_vram_gb is None:
             del data["max_vram_gb"]
@@ -130,6 +143,7 @@ class NodeConfig:
         data["models"] = tuple(ModelRequest(**m) for m in data.get("models", []))
         data["join_tokens"] = tuple(data.get("join_tokens", []))
         data["advertise"] = tuple(data.get("advertise", []))
+        data["allowed_hosts"] = tuple(data.get("allowed_hosts", []))
         data["relays"] = tuple(data.get("relays", []))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known

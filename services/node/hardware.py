@@ -46,3 +46,20 @@ def effective_vram_bytes(detected: int, max_vram_gb: float | None) -> int:
     if max_vram_gb is None:
         return detected
     return min(detected, int(max_vram_gb * BYTES_PER_GIB))
+
+
+def device_vram_bytes(device: str, llama_bin_dir: str = "") -> int:
+    """The memory the node offers with --device (services/node/devices.py): the chosen GPUs' total,
+    system RAM for CPU; without a choice, detect_vram_bytes(). Blocking (runs llama-server once)."""
+    if not device:
+        return detect_vram_bytes()
+    from services.node.devices import DeviceError, choose_devices, device_memory_bytes, list_devices
+    from services.runner.binaries import LlamaNotBuilt, find_llama_bin_dir
+
+    try:
+        devices = list_devices(find_llama_bin_dir(llama_bin_dir))
+        chosen = choose_devices(device, devices)
+    except (DeviceError, LlamaNotBuilt):
+        # The CLI checked the name at start; a build gone since is the runner's error to report.
+        return detect_vram_bytes()
+    return device_memory_bytes(chosen, devices, system_memory_bytes())

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from services.node.log_stderr import json_stderr
+
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -38,7 +40,8 @@ class PrettyFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, log_format: str = "pretty", level: str = "info") -> logging.Logger:
-    handler = logging.StreamHandler(sys.stderr)
+    # json: anything printed to stderr around logging becomes JSON too (log_stderr.py).
+    handler = logging.StreamHandler(json_stderr(service) if log_format == "json" else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else PrettyFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -48,4 +51,14 @@ def configure_logging(service: str, log_format: str = "pretty", level: str = "in
     # Third-party chatter (grpc, uvicorn access lines, aioquic) stays out unless it is a warning.
     for noisy in ("uvicorn.access", "aioquic", "quic", "httpx", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    global _configured_format
+    _configured_format = log_format
     return logger
+
+
+_configured_format = "pretty"
+
+
+def configured_log_format() -> str:
+    """What configure_logging was given: the runner writes llama.cpp's lines the same way."""
+    return _configured_format
