@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.node.devices import is_cpu_only, llama_server_device_args, rpc_server_device_args
 from services.runner.chat_templates import shipped_template
 from services.runner.context_size import (
     UNKNOWN_TRAINED_CONTEXT_TOKENS,
-    choose_context_tokens,
     prompt_cache_mib,
     whole_input_batches,
 )
 from services.runner.gguf_meta import ModelTraits
+from services.runner.slots import choose_layout, slot_args
 from services.runner.spec import LOOPBACK_HOST, ModelKind, ProcessKind, ProcessSpec
+from services.runner.speculation import Speculation, decide, parse_mode, speculation_args
 
 LLAMA_SERVER_BINARY = "llama-server"
 RPC_SERVER_BINARY = "ggml-rpc-server"
@@ -35,15 +37,23 @@ LLAMA_SERVER_FLAGS = (
     "--jinja",
     "--chat-template-file",
     "--no-webui",
+    "--metrics",
     "--rpc",
     "--tensor-split",
     "--model-draft",
+    "--spec-type",
+    "--spec-draft-p-min",
+    "--spec-draft-n-max",
+    "--spec-draft-device",
     "-ngl",
     "--cache-ram",
     "--ctx-checkpoints",
+    "-np",
+    "-kvu",
     "-ot",
+    "--device",
 )
-RPC_SERVER_FLAGS = ("-H", "-p", "-t")
+RPC_SERVER_FLAGS = ("-H", "-p", "-t", "-d")
 
 
 def default_threads(cpu_count: int) -> int:
@@ -119,9 +129,16 @@ def split_args(
 
 
 def llama_server_argv(
-    spec: ProcessSpec, bin_dir: Path, port: int, threads: int, traits: ModelTraits, local_gpu: bool = False
+    spec: ProcessSpec,
+    bin_dir: Path,
+    port: int,
+    threads: int,
+    traits: ModelTraits,
+    local_gpu: bool = False,
+    speculation: Speculation | None = None,
 ) -> list[str]:
-    context = choose_context_tokens(traits, spec.context_size, spec.memory_budget_bytes)
+    layout = choose_layout(traits, spec.context_size, spec.parallel_slots, spec.memory_budget_bytes)
+    context = layout.context_tokens
     argv = [
         str(bin_dir / LLAMA_SERVER_BINARY),
         "-m",
@@ -136,6 +153,8 @@ def llama_server_argv(
         str(threads),
         # The gateway serves the console; llama-server's own UI would only be a second, unguarded one.
         "--no-webui",
+        # Its Prometheus endpoint (behind the same API key): the gateway's /metrics reads slot use there.
+        "--metrics",
     ]
     # Pooling comes from the GGUF (--embeddings keeps it; --reranking sets rank pooling). Either one
     # turns generation off, so no chat template is needed.
@@ -147,6 +166,7 @@ def llama_server_argv(
         argv += chat_template_args(traits)
     if whole_input_batches(traits):
         argv += ["-b", str(context), "-ub", str(context)]
+    argv += slot_args(traits, layout)
     if spec.model:
         argv += ["--alias", spec.model]
     if spec.rpc_endpoints:
@@ -155,9 +175,13 @@ def llama_server_argv(
     else:
         if spec.tensor_split:
             argv += ["--tensor-split", _format_split(spec.tensor_split)]
-        argv += ["--cache-ram", str(prompt_cache_mib(traits, context, spec.memory_budget_bytes))]
-    if spec.draft_model_path:
-        argv += ["--model-draft", spec.draft_model_path]
+        cache_mib = prompt_cache_mib(traits, context, spec.memory_budget_bytes, layout.slots)
+        argv += ["--cache-ram", str(cache_mib)]
+    if traits.kind is ModelKind.CHAT:
+        # None: decided here from the spec alone, its draft taken as checked (process.py checks it).
+        chosen = speculation or decide(parse_mode(spec.speculation), spec.draft_model_path)
+        argv += speculation_args(chosen, bool(spec.rpc_endpoints), spec.device)
+    argv += llama_server_device_args(spec.device)
     # Last, so a caller's flag overrides ours (llama.cpp keeps the last value of a repeated flag).
     return argv + list(spec.extra_args)
 
@@ -165,7 +189,7 @@ def llama_server_argv(
 def rpc_server_argv(spec: ProcessSpec, bin_dir: Path, port: int, threads: int) -> list[str]:
     # llama.cpp RPC has no authentication: loopback only, the mesh tunnel is the only way in.
     argv = [str(bin_dir / RPC_SERVER_BINARY), "-H", LOOPBACK_HOST, "-p", str(port), "-t", str(threads)]
-    return argv + list(spec.extra_args)
+    return argv + rpc_server_device_args(spec.device) + list(spec.extra_args)
 
 
 def build_argv(
@@ -175,10 +199,15 @@ def build_argv(
     cpu_count: int,
     traits: ModelTraits | None = None,
     local_gpu: bool = False,
+    speculation: Speculation | None = None,
 ) -> list[str]:
     """`traits` of spec.model_path; None (unknown) assumes the GGUF carries its own chat template.
-    `local_gpu`: this build sees a GPU of its own (matters for split hosts only)."""
+    `local_gpu`: this build sees a GPU of its own (matters for split hosts only). `speculation`: as
+    process.py decided it once the draft was checked (None: from the spec, speculation.decide)."""
     threads = default_threads(cpu_count)
+    # --device CPU on a machine with a GPU: the host offloads nothing of its own.
+    local_gpu = local_gpu and not is_cpu_only(spec.device)
     if spec.kind is ProcessKind.LLAMA_SERVER:
-        return llama_server_argv(spec, bin_dir, port, threads, traits or ModelTraits(), local_gpu)
+        known = traits or ModelTraits()
+        return llama_server_argv(spec, bin_dir, port, threads, known, local_gpu, speculation)
     return rpc_server_argv(spec, bin_dir, port, threads)

@@ -19,7 +19,7 @@ MIB = 1024**2
 # A GGUF without `<arch>.context_length` (rare; test models) gets what llama.cpp examples assume.
 UNKNOWN_TRAINED_CONTEXT_TOKENS = 4096
 # An agent's system prompt and tool definitions alone run 10-20k tokens, and its tool results pile
-# on; the four slots of llama-server share one unified cache (-np auto = 4, -kvu), so 64k lets about
+# on; llama-server's slots share one unified cache (-kvu, services/runner/slots.py), so 64k lets about
 # three such sessions run side by side. Past it a full window takes minutes to prefill on a CPU and
 # mostly costs memory (64k tokens of Llama 3 8B's cache are 8 GiB).
 MAX_AUTO_CONTEXT_TOKENS = 65536
@@ -37,7 +37,8 @@ CONTEXT_STEP_TOKENS = 256
 # buffers and allocator slack.
 COMPUTE_RESERVE_BYTES = 512 * MIB
 # llama-server's defaults (-np auto, -ub): the slots a unified sliding-window cache holds a window
-# for, and the ubatch it keeps room for on top.
+# for (services/runner/slots.py chooses the slots; this is what `-np auto` gives), and the ubatch it
+# keeps room for on top.
 LLAMA_SERVER_SLOTS = 4
 LLAMA_SERVER_UBATCH_TOKENS = 512
 # The f16 attention mask grows with the context: one row per ubatch token (measured: Gemma 3 270M's
@@ -66,15 +67,15 @@ def whole_input_batches(traits: ModelTraits) -> bool:
     return traits.kind is not ModelKind.CHAT
 
 
-def swa_cache_tokens(traits: ModelTraits) -> int:
+def swa_cache_tokens(traits: ModelTraits, slots: int = LLAMA_SERVER_SLOTS) -> int:
     """Cells of the sliding-window cache (llama_kv_cache_iswa: the window per slot plus a ubatch)."""
     if not traits.swa_kv_bytes_per_token:
         return 0
-    cells = traits.sliding_window_tokens * LLAMA_SERVER_SLOTS + LLAMA_SERVER_UBATCH_TOKENS
+    cells = traits.sliding_window_tokens * slots + LLAMA_SERVER_UBATCH_TOKENS
     return math.ceil(cells / CONTEXT_STEP_TOKENS) * CONTEXT_STEP_TOKENS
 
 
-def context_memory_bytes(traits: ModelTraits, context_tokens: int) -> int:
+def context_memory_bytes(traits: ModelTraits, context_tokens: int, slots: int = LLAMA_SERVER_SLOTS) -> int:
     """What `context_tokens` of context cost beyond the weights: caches, mask, compute reserve."""
     if whole_input_batches(traits):
         # The ubatch is the context: the mask is context x context, and the window cache holds it all.
@@ -82,11 +83,11 @@ def context_memory_bytes(traits: ModelTraits, context_tokens: int) -> int:
         mask = context_tokens * context_tokens * MASK_BYTES_PER_ELEMENT
         return per_token * context_tokens + mask + COMPUTE_RESERVE_BYTES
     mask = LLAMA_SERVER_UBATCH_TOKENS * MASK_BYTES_PER_ELEMENT * context_tokens
-    swa = traits.swa_kv_bytes_per_token * min(context_tokens, swa_cache_tokens(traits))
+    swa = traits.swa_kv_bytes_per_token * min(context_tokens, swa_cache_tokens(traits, slots))
     return traits.kv_bytes_per_token * context_tokens + swa + mask + COMPUTE_RESERVE_BYTES
 
 
-def tokens_that_fit(traits: ModelTraits, memory_budget_bytes: int) -> int:
+def tokens_that_fit(traits: ModelTraits, memory_budget_bytes: int, slots: int = LLAMA_SERVER_SLOTS) -> int:
     """The most context tokens `memory_budget_bytes` holds (context_memory_bytes inverted; not
     rounded, not capped)."""
     available = memory_budget_bytes - COMPUTE_RESERVE_BYTES
@@ -98,7 +99,7 @@ def tokens_that_fit(traits: ModelTraits, memory_budget_bytes: int) -> int:
         root = math.isqrt(per_token * per_token + 4 * MASK_BYTES_PER_ELEMENT * available)
         return (root - per_token) // (2 * MASK_BYTES_PER_ELEMENT)
     per_token = traits.kv_bytes_per_token + LLAMA_SERVER_UBATCH_TOKENS * MASK_BYTES_PER_ELEMENT
-    window = swa_cache_tokens(traits)
+    window = swa_cache_tokens(traits, slots)
     # Past the window the sliding-window cache stops growing: a fixed cost, then per_token each.
     beyond_window = (available - traits.swa_kv_bytes_per_token * window) // per_token
     if beyond_window >= window:
@@ -106,7 +107,9 @@ def tokens_that_fit(traits: ModelTraits, memory_budget_bytes: int) -> int:
     return available // (per_token + traits.swa_kv_bytes_per_token)
 
 
-def choose_context_tokens(traits: ModelTraits, requested_tokens: int, memory_budget_bytes: int) -> int:
+def choose_context_tokens(
+    traits: ModelTraits, requested_tokens: int, memory_budget_bytes: int, slots: int = LLAMA_SERVER_SLOTS
+) -> int:
     """The -c for a llama-server.
 
     `requested_tokens` > 0 (--ctx-size) is taken as given, except that an embedding or rerank model
@@ -123,11 +126,13 @@ def choose_context_tokens(traits: ModelTraits, requested_tokens: int, memory_bud
         trained, MAX_EMBEDDING_CONTEXT_TOKENS if whole_input_batches(traits) else MAX_AUTO_CONTEXT_TOKENS
     )
     if memory_budget_bytes > 0:
-        ceiling = min(ceiling, tokens_that_fit(traits, memory_budget_bytes))
+        ceiling = min(ceiling, tokens_that_fit(traits, memory_budget_bytes, slots))
     return max(min(MIN_CONTEXT_TOKENS, trained), _round_down(ceiling))
 
 
-def prompt_cache_mib(traits: ModelTraits, context_tokens: int, memory_budget_bytes: int) -> int:
+def prompt_cache_mib(
+    traits: ModelTraits, context_tokens: int, memory_budget_bytes: int, slots: int = LLAMA_SERVER_SLOTS
+) -> int:
     """The --cache-ram (MiB) of a llama-server running `context_tokens` of context.
 
     PROMPT_CACHE_SHARE_OF_LEFTOVER of what `memory_budget_bytes` leaves after context_memory_bytes,
@@ -139,9 +144,9 @@ def prompt_cache_mib(traits: ModelTraits, context_tokens: int, memory_budget_byt
     if whole_input_batches(traits):
         return 0
     if memory_budget_bytes > 0:
-        leftover = memory_budget_bytes - context_memory_bytes(traits, context_tokens)
+        leftover = memory_budget_bytes - context_memory_bytes(traits, context_tokens, slots)
         left = int(leftover * PROMPT_CACHE_SHARE_OF_LEFTOVER)
     else:
-        swa = traits.swa_kv_bytes_per_token * min(context_tokens, swa_cache_tokens(traits))
+        swa = traits.swa_kv_bytes_per_token * min(context_tokens, swa_cache_tokens(traits, slots))
         left = traits.kv_bytes_per_token * context_tokens + swa
     return min(PROMPT_CACHE_CAP_MIB, max(PROMPT_CACHE_FLOOR_MIB, left // MIB))

@@ -7,20 +7,18 @@ with PR_SET_PDEATHSIG=SIGKILL so the kernel kills it if the runner dies, even by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from services.runner.process_log import LINE_LIMIT_BYTES
 
 # ggml's abort handler attaches gdb for a backtrace of every thread: seconds of delay before a restart,
 # and pages of log that would push the real error out of the tail we summarize.
 CHILD_ENV_OVERRIDES = {"GGML_NO_BACKTRACE": "1"}
-LOG_ROTATE_BYTES = 10 * 1024 * 1024
-LOG_TAIL_BYTES = 16 * 1024
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -79,57 +77,23 @@ def with_death_signal(argv: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
 
 
-class ProcessLog:
-    """The append-only log of one process key; every run starts with a header line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def open_run(self, argv: list[str]) -> tuple[int, int]:
-        """Open for a new run; returns (fd for the child's stdout+stderr, offset where this run starts)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.stat().st_size > LOG_ROTATE_BYTES:
-                self.path.replace(self.path.with_suffix(".log.1"))
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        header = f"\n=== {stamp} mesh-llm runner: {' '.join(argv)}\n".encode()
-        offset = os.lseek(fd, 0, os.SEEK_END)
-        os.write(fd, header)
-        return fd, offset + len(header)
-
-    def tail_since(self, offset: int) -> str:
-        """The last LOG_TAIL_BYTES of what the run starting at `offset` wrote."""
-        try:
-            with self.path.open("rb") as handle:
-                end = handle.seek(0, os.SEEK_END)
-                handle.seek(max(offset, end - LOG_TAIL_BYTES) if end >= offset else 0)
-                return handle.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-
 # llama-server reads its API key from here: unlike an argument, the environment of a process is
 # readable by its own user only (/proc/PID/environ is 0400), so other local users never see it.
 LLAMA_API_KEY_ENV = "LLAMA_API_KEY"
 
 
-async def spawn(
-    argv: list[str], log_fd: int, env: dict[str, str] | None = None
-) -> asyncio.subprocess.Process:
-    """Start argv in a new session with stdout+stderr appended to log_fd (closed here); `env` adds
-    to this process's environment.
+async def spawn(argv: list[str], env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start argv in a new session with stdout+stderr on one pipe (`proc.stdout`: the caller must
+    read it, see process_log.ProcessLog); `env` adds to this process's environment.
 
     PDEATHSIG fires when the forking *thread* exits: this must run on the event loop's (main) thread.
     """
-    try:
-        return await asyncio.create_subprocess_exec(
-            *with_death_signal(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **CHILD_ENV_OVERRIDES, **(env or {})},
-        )
-    finally:
-        os.close(log_fd)
+    return await asyncio.create_subprocess_exec(
+        *with_death_signal(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **CHILD_ENV_OVERRIDES, **(env or {})},
+        limit=LINE_LIMIT_BYTES,
+    )

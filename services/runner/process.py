@@ -13,12 +13,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from services.node.devices import is_cpu_only
 from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
 from services.runner.binaries import LlamaNotBuilt, has_offload_device
-from services.runner.context_size import choose_context_tokens, prompt_cache_mib
+from services.runner.context_size import prompt_cache_mib
 from services.runner.pidfile import PidRegistry, kill_group
-from services.runner.spec import ProcessKind, ProcessSpec, ProcessState, ProcessStatus
+from services.runner.process_log import ProcessLog
+from services.runner.slots import choose_layout
+from services.runner.spec import ModelKind, ProcessKind, ProcessSpec, ProcessState, ProcessStatus
+from services.runner.speculation import Speculation, SpeculationError
+from services.runner.speculation_pairing import checked_speculation
 
 log = logging.getLogger("runner.process")
 
@@ -44,7 +49,8 @@ class SupervisedProcess:
     ) -> None:
         self.spec = spec
         self._find_bin_dir = find_bin_dir
-        self._log = launch.ProcessLog(launch.log_path_for(log_dir, spec.key))
+        kind_name = spec.kind.name.lower().replace("_", "-")  # llama-server, rpc-server
+        self._log = ProcessLog(launch.log_path_for(log_dir, spec.key), spec.key, kind_name, spec.model)
         self._pids = pids
         self._on_change = on_change
         # llama-server answers only requests that carry this (the gateway gets it with the status).
@@ -133,10 +139,10 @@ class SupervisedProcess:
         same_otherwise = replace(spec, memory_budget_bytes=self.spec.memory_budget_bytes) == self.spec
         if not same_otherwise or self._traits is None:
             return False
-        context = choose_context_tokens(self._traits, spec.context_size, spec.memory_budget_bytes)
-        if context != self._status.context_tokens:
+        layout = choose_layout(self._traits, spec.context_size, spec.parallel_slots, spec.memory_budget_bytes)
+        if (layout.context_tokens, layout.slots) != (self._status.context_tokens, self._status.slots):
             return False
-        if self._prompt_cache_mib > self._cache_mib_for(spec, context):
+        if self._prompt_cache_mib > self._cache_mib_for(spec, layout.context_tokens):
             return False
         self.spec = spec
         self._set(spec=spec)
@@ -147,7 +153,10 @@ class SupervisedProcess:
         if self.spec.kind is not ProcessKind.LLAMA_SERVER:
             return
         known = traits or gguf_meta.ModelTraits()
-        context = choose_context_tokens(known, self.spec.context_size, self.spec.memory_budget_bytes)
+        layout = choose_layout(
+            known, self.spec.context_size, self.spec.parallel_slots, self.spec.memory_budget_bytes
+        )
+        context = layout.context_tokens
         trained = known.trained_context_tokens
         if self.spec.context_size and trained and self.spec.context_size > trained:
             # The pinned llama-server caps each slot at the trained context (n_ctx_slot()); a bigger
@@ -161,14 +170,19 @@ class SupervisedProcess:
                 trained,
             )
         self._set(
-            model_kind=traits.kind if traits else None, context_tokens=context, trained_context_tokens=trained
+            model_kind=traits.kind if traits else None,
+            context_tokens=context,
+            trained_context_tokens=trained,
+            slots=layout.slots,
         )
 
     def _cache_mib_for(self, spec: ProcessSpec, context: int) -> int:
         """The --cache-ram commands.llama_server_argv gives `spec` (0: no prompt cache)."""
         if spec.kind is not ProcessKind.LLAMA_SERVER or spec.rpc_endpoints:
             return 0
-        return prompt_cache_mib(self._traits or gguf_meta.ModelTraits(), context, spec.memory_budget_bytes)
+        traits = self._traits or gguf_meta.ModelTraits()
+        slots = choose_layout(traits, spec.context_size, spec.parallel_slots, spec.memory_budget_bytes).slots
+        return prompt_cache_mib(traits, context, spec.memory_budget_bytes, slots)
 
     async def _argv(self, port: int) -> list[str]:
         bin_dir = await asyncio.to_thread(self._check_launchable)
@@ -176,8 +190,35 @@ class SupervisedProcess:
         if self._status.context_tokens == 0:
             self._note_model(traits)
         self._prompt_cache_mib = self._cache_mib_for(self.spec, self._status.context_tokens)
-        local_gpu = bool(self.spec.rpc_endpoints) and await asyncio.to_thread(has_offload_device, bin_dir)
-        return commands.build_argv(self.spec, bin_dir, port, os.cpu_count() or 1, traits, local_gpu)
+        on_gpu = await asyncio.to_thread(has_offload_device, bin_dir) and not is_cpu_only(self.spec.device)
+        local_gpu = bool(self.spec.rpc_endpoints) and on_gpu
+        speculation = await self._speculation(traits, on_gpu)
+        cpus = os.cpu_count() or 1
+        return commands.build_argv(self.spec, bin_dir, port, cpus, traits, local_gpu, speculation)
+
+    async def _speculation(self, traits: gguf_meta.ModelTraits | None, on_gpu: bool) -> Speculation | None:
+        """Decided at every start, the draft's vocabulary and size checked against the model's
+        (cached per file): an auto-paired draft that cannot serve is dropped, with the reason."""
+        if self.spec.kind is not ProcessKind.LLAMA_SERVER:
+            return None
+        if traits is not None and traits.kind is not ModelKind.CHAT:
+            chosen = Speculation(reason="not a generating model")
+        else:
+            spec = self.spec
+            try:
+                chosen = await checked_speculation(
+                    spec.speculation, spec.model_path, spec.draft_model_path, on_gpu
+                )
+            except SpeculationError as exc:
+                raise LaunchError(str(exc)) from exc
+        if chosen.reason != self._status.speculation_reason:
+            log.info("%s: speculation %s (%s)", self.spec.key, chosen.summary, chosen.reason)
+        self._set(
+            speculation=chosen.summary,
+            draft_model_path=chosen.draft_model_path,
+            speculation_reason=chosen.reason,
+        )
+        return chosen
 
     async def _run_once(self) -> tuple[float, bool]:
         """Spawn, wait for health, wait for exit. Returns how long it was READY (0 if never) and
@@ -185,13 +226,15 @@ class SupervisedProcess:
         that never became healthy is its failure)."""
         port = launch.pick_port(self._status.port)
         argv = await self._argv(port)
-        log_fd, log_offset = self._log.open_run(argv)
+        self._log.open_run(argv)
         try:
             env = {launch.LLAMA_API_KEY_ENV: self._status.api_key} if self._status.api_key else {}
-            self._proc = await launch.spawn(argv, log_fd, env)
+            self._proc = await launch.spawn(argv, env)
         except OSError as exc:
             raise LaunchError(f"cannot execute {argv[0]}: {exc}") from exc
         proc = self._proc
+        assert proc.stdout is not None  # spawn gives it a pipe
+        self._log.start_pump(proc.stdout)
         self._pids.add(proc.pid)
         self._set(state=ProcessState.STARTING, port=port, pid=proc.pid)
         log.debug("started %s pid=%d port=%d", self.spec.key, proc.pid, port)
@@ -199,10 +242,11 @@ class SupervisedProcess:
         await proc.wait()
         healthy_for_s = time.monotonic() - ready_at if ready_at is not None else 0.0
         self._forget(proc)
+        await self._log.finish()
         if hung:
             self._set(last_error=f"{hung}; killed")
             return healthy_for_s, False
-        tail = await asyncio.to_thread(self._log.tail_since, log_offset)
+        tail = self._log.tail()
         self._set(last_error=failure.summarize_exit(proc.returncode, tail))
         return healthy_for_s, failure.killed_from_outside(proc.returncode)
 
@@ -251,3 +295,4 @@ class SupervisedProcess:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
         self._forget(proc)
+        await self._log.finish()

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.proto.meshllm.runner.v1 import runner_pb2
+from services.runner.speculation import SpeculationError, parse_mode
 
 LOOPBACK_HOST = "127.0.0.1"
 
@@ -52,6 +53,9 @@ class ProcessSpec:
     host_node_id: str = ""  # rpc-server: the only split host the mesh lets reach it
     # llama-server with context_size 0: memory it may use beyond the weights (0: not given).
     memory_budget_bytes: int = 0
+    parallel_slots: int = 0  # llama-server -np; 0: the runner chooses (slots.py)
+    device: str = ""  # --device, as llama.cpp names it ("CPU": no offload); empty: its default
+    speculation: str = ""  # llama-server: auto (also ""), draft, ngram, off (speculation.py)
 
     @classmethod
     def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
@@ -66,6 +70,12 @@ class ProcessSpec:
             raise InvalidSpec(f"{message.key}: context_size must not be negative")
         if message.memory_budget_bytes < 0:
             raise InvalidSpec(f"{message.key}: memory_budget_bytes must not be negative")
+        if message.parallel_slots < 0:
+            raise InvalidSpec(f"{message.key}: parallel_slots must not be negative")
+        try:
+            parse_mode(message.speculation)
+        except SpeculationError as exc:
+            raise InvalidSpec(f"{message.key}: {exc}") from None
         return cls(
             key=message.key,
             kind=kind,
@@ -78,6 +88,9 @@ class ProcessSpec:
             draft_model_path=message.draft_model_path,
             host_node_id=message.host_node_id,
             memory_budget_bytes=message.memory_budget_bytes,
+            parallel_slots=message.parallel_slots,
+            device=message.device,
+            speculation=message.speculation,
         )
 
     def to_proto(self) -> runner_pb2.ProcessSpec:
@@ -93,6 +106,9 @@ class ProcessSpec:
             draft_model_path=self.draft_model_path,
             host_node_id=self.host_node_id,
             memory_budget_bytes=self.memory_budget_bytes,
+            parallel_slots=self.parallel_slots,
+            device=self.device,
+            speculation=self.speculation,
         )
 
 
@@ -122,6 +138,11 @@ class ProcessStatus:
     model_kind: ModelKind | None = None
     context_tokens: int = 0
     trained_context_tokens: int = 0  # 0: the header does not say
+    slots: int = 0  # llama-server: requests it decodes at once (-np)
+    # llama-server: the speculation it runs with (speculation.Speculation.summary), its draft, and why.
+    speculation: str = ""
+    draft_model_path: str = ""
+    speculation_reason: str = ""
     api_key: str = field(default="", repr=False)  # llama-server's own key (runner.proto)
 
     def to_proto(self) -> runner_pb2.ProcessStatus:
@@ -137,5 +158,9 @@ class ProcessStatus:
             model_kind=int(self.model_kind or runner_pb2.MODEL_KIND_UNSPECIFIED),  # type: ignore[arg-type]
             context_tokens=self.context_tokens,
             trained_context_tokens=self.trained_context_tokens,
+            slots=self.slots,
+            speculation=self.speculation,
+            draft_model_path=self.draft_model_path,
+            speculation_reason=self.speculation_reason,
             api_key=self.api_key,
         )

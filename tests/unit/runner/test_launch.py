@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runner.launch import ProcessLog, log_path_for, pick_port, with_death_signal
+from services.runner.launch import log_path_for, pick_port, with_death_signal
 
 
 def test_log_path_is_file_name_safe(tmp_path: Path) -> None:
@@ -30,18 +29,6 @@ def test_pick_port_moves_on_when_the_preferred_one_is_taken() -> None:
         taken.listen()
         busy = taken.getsockname()[1]
         assert pick_port(busy) != busy
-
-
-def test_tail_covers_only_the_current_run(tmp_path: Path) -> None:
-    log = ProcessLog(tmp_path / "p.log")
-    fd, _ = log.open_run(["first"])
-    os.write(fd, b"old failure\n")
-    os.close(fd)
-    fd, offset = log.open_run(["second", "--flag"])
-    os.write(fd, b"new failure\n")
-    os.close(fd)
-    assert log.tail_since(offset) == "new failure\n"
-    assert "=== " in log.path.read_text() and "second --flag" in log.path.read_text()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
