@@ -98,7 +98,7 @@ class MeshNode:
         self.keeper = PeerKeeper(self.endpoint, bootstrap, config.home / KNOWN_PEERS_FILE)
         self.own: OwnAddresses | None = None
         self.tunnels = TunnelListeners(
-            self.endpoint.current_link, self.rpc.carry_from_llama_server, self.activity
+            self.endpoint.current_link, self.rpc.carry_from_llama_server, self.activity, self.rpc.arm
         )
         self.fetcher = FileFetcher(self.endpoint.links.get, identity.node_id, dial_from=dial_from)
         self._known_links: set[str] = set()
@@ -150,6 +150,7 @@ class MeshNode:
         current = set(self.endpoint.links) | set(self.endpoint.recovering)
         for gone in self._known_links - current:
             self.tunnels.peer_gone(gone)
+            self.rpc.peer_gone(gone)
         self._known_links = current
         task = asyncio.ensure_future(self._notify_peers())
         self._notifications.add(task)
@@ -381,6 +382,7 @@ async def run_mesh(config: NodeConfig) -> None:
     finally:
         node.keeper.close()
         node.tunnels.close()
+        node.rpc.armed.close()
         if node.rpc.fast_path is not None:
             node.rpc.fast_path.close()
         await node.endpoint.close()

@@ -22,6 +22,7 @@ from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.gguf_index import GgufIndex
 from services.mesh.link import PeerLink
 from services.mesh.relay_protocol import Transform, splice
+from services.mesh.rpc_armed import ArmedPaths, first_request
 from services.mesh.rpc_protocol import RpcProtocolError
 from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
 from services.proto.meshllm.mesh.v1 import mesh_pb2, wire_pb2
@@ -110,6 +111,8 @@ class RpcTunnels:
         self.local_servers: dict[str, LocalRpcServer] = {}
         self.counters: dict[tuple[str, str, bool], TunnelCounters] = {}
         self.images = GgufImages()
+        # Host side: paths to each worker set up before llama-server connects (rpc_armed.py).
+        self.armed = ArmedPaths(self._open_to_worker)
 
     def _counters(self, peer: str, model: str, host_side: bool) -> TunnelCounters:
         return self.counters.setdefault((peer, model, host_side), TunnelCounters())
@@ -136,6 +139,13 @@ class RpcTunnels:
 
     # ---- host side -------------------------------------------------------------------------
 
+    def arm(self, link: PeerLink, model: str) -> None:
+        """A split host's tunnel to `link`'s worker exists: get its first connections ready."""
+        self.armed.arm(link, model)
+
+    def peer_gone(self, peer_id: str) -> None:
+        self.armed.peer_gone(peer_id)
+
     async def carry_from_llama_server(
         self, link: PeerLink, model: str, model_path: str, local: StreamPair
     ) -> None:
@@ -143,8 +153,9 @@ class RpcTunnels:
         no_delay(local[1])
         counters = self._counters(link.node_id, model, True)
         counters.connections += 1
+        armed = self.armed.take(link, model)
         try:
-            remote, fast = await self._open_to_worker(link, model)
+            remote, fast = (armed.pair, armed.fast) if armed else await self._open_to_worker(link, model)
         except (RpcTunnelError, ConnectionError, OSError) as exc:
             logger.warning("RPC tunnel to %s failed: %s", link.node_id[:8], exc, extra={"model": model})
             _close(local[1])
@@ -221,6 +232,14 @@ class RpcTunnels:
         if accepted is None:
             return
         remote, first_bytes = accepted
+        if not first_bytes:
+            # Maybe a path the host armed ahead: only its first request takes the rpc-server, which
+            # serves one client at a time; the host may also have stopped working with us since.
+            first_bytes = await first_request(remote[0])
+            server = self.local_servers.get(model)
+            if not first_bytes or server is None or source != server.host_node_id:
+                _close(remote[1])
+                return
         counters = self._counters(source, model, False)
         counters.connections += 1
         counters.fast_path_connections += int(remote[0] is not reader)

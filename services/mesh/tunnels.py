@@ -22,6 +22,8 @@ LOCAL_CONNECT_TIMEOUT_S = 5.0
 
 # An RPC connection from llama-server: (link, model, host's model path, the connection).
 CarryRpc = Callable[[PeerLink, str, str, StreamPair], Awaitable[None]]
+# An RPC listener was created: get connections to its worker ready (link, model).
+ArmRpc = Callable[[PeerLink, str], None]
 
 
 class TunnelListeners:
@@ -36,9 +38,11 @@ class TunnelListeners:
         find_link: Callable[[str], Awaitable[PeerLink | None]],
         carry_rpc: CarryRpc,
         activity: TunnelActivity | None = None,
+        arm_rpc: ArmRpc | None = None,
     ) -> None:
         self._find_link = find_link
         self._carry_rpc = carry_rpc
+        self._arm_rpc = arm_rpc
         # Open connections per peer: file transfers to that peer yield to them (file_pacing.py).
         self._activity = activity or TunnelActivity()
         self._servers: dict[tuple[str, int, str, str], asyncio.Server] = {}
@@ -50,6 +54,11 @@ class TunnelListeners:
         if server is None:
             server = await asyncio.start_server(lambda r, w: self._accept(key, r, w), LOOPBACK, 0)
             self._servers[key] = server
+        if kind == wire_pb2.STREAM_KIND_RPC and self._arm_rpc is not None:
+            # Every time: placement asks again before each llama-server start, and arming tops up.
+            link = await self._find_link(peer_id)
+            if link is not None:
+                self._arm_rpc(link, model)
         return int(server.sockets[0].getsockname()[1])
 
     def _accept(

@@ -23,6 +23,7 @@ from services.mesh.handshake import Credentials
 from services.mesh.identity import NodeIdentity
 from services.mesh.invite import InviteToken
 from services.mesh.link import PeerLink
+from services.mesh.rpc_armed import ARMED_PER_WORKER
 from services.mesh.rpc_messages import HelloResponse
 from services.mesh.rpc_protocol import RESPONSE_PREFIX, RPC_CONN_CAPS_BYTES, RpcCommand, encode_request
 from services.mesh.rpc_tunnel import LocalRpcServer, RpcTunnels
@@ -161,5 +162,77 @@ async def test_the_peer_going_away_cuts_its_tunnels(pair: Pair, tiny_gguf: Path)
     writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
     await asyncio.wait_for(reader.readexactly(HELLO_REPLY_BYTES), 10)
     await pair.worker.close()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+@pytest.fixture(params=[True, False], ids=["tls-fast-path", "quic-fallback"])
+async def armed_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, rpc_server: int, tiny_gguf: Path
+) -> AsyncIterator[Pair]:
+    """A pair whose host arms paths as soon as its tunnel listener exists (as services/mesh/app.py)."""
+    made = await make_pair(tmp_path, rpc_server, tiny_gguf, fast_path_open=request.param)
+    made.listeners = TunnelListeners(
+        made.host.current_link, made.host_rpc.carry_from_llama_server, None, made.host_rpc.arm
+    )
+    yield made
+    made.listeners.close()
+    made.host_rpc.armed.close()
+    await made.host.close()
+    await made.worker.close()
+
+
+async def wait_armed(pair: Pair, count: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while pair.host_rpc.armed.ready(pair.link.node_id, MODEL) != count:
+        assert asyncio.get_running_loop().time() < deadline, "paths were not armed"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_listener_arms_paths_that_llama_server_connections_then_take(
+    armed_pair: Pair, tiny_gguf: Path
+) -> None:
+    """Set up ahead, a path costs a connection no round trip of its own; idle armed paths must not
+    take the worker's single-client rpc-server, or the connection that uses one would hang."""
+    await armed_pair.listeners.listener_for(
+        armed_pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    for _ in range(ARMED_PER_WORKER + 1):  # one more than were armed: the pool refills behind each
+        assert (await hello_through(armed_pair, tiny_gguf)).compatible
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    [host_side] = armed_pair.host_rpc.stats()
+    [worker_side] = armed_pair.worker_rpc.stats()
+    assert host_side.connections == worker_side.connections == ARMED_PER_WORKER + 1  # idle ones uncounted
+    fast = armed_pair.worker_rpc.fast_path._server.is_serving()  # type: ignore[union-attr]
+    assert host_side.fast_path_connections == (ARMED_PER_WORKER + 1 if fast else 0)
+
+
+async def test_idle_armed_paths_are_replaced_and_a_reassigned_rpc_server_refuses_them(
+    armed_pair: Pair, tiny_gguf: Path
+) -> None:
+    armed_pair.host_rpc.armed._idle_s = 0.2
+    await armed_pair.listeners.listener_for(
+        armed_pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    key = (armed_pair.link.node_id, MODEL)
+    first = set(armed_pair.host_rpc.armed._ready[key])
+    deadline = asyncio.get_running_loop().time() + 10
+    while first & set(armed_pair.host_rpc.armed._ready[key]):  # past the idle limit: closed, armed again
+        assert asyncio.get_running_loop().time() < deadline, "idle paths were kept"
+        await asyncio.sleep(0.01)
+    assert all(path.pair[1].is_closing() for path in first)
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    assert (await hello_through(armed_pair, tiny_gguf)).compatible
+    # The rpc-server now works for another host: paths armed for this one get nothing through.
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    server = armed_pair.worker_rpc.local_servers[MODEL]
+    armed_pair.worker_rpc.local_servers[MODEL] = LocalRpcServer(server.port, str(tiny_gguf), "f" * 32)
+    port = await armed_pair.listeners.listener_for(
+        armed_pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
