@@ -21,10 +21,11 @@ from services.gossip.dissemination import GOSSIP_ROUND_S, GossipProtocol, Outgoi
 from services.gossip.model_hashes import content_hash
 from services.gossip.model_store import MODEL_STORE_RESCAN_S, StoreFile, advertised_files, scan_store
 from services.gossip.state import GossipState
+from services.gossip.traffic import KIND_MALFORMED, GossipTraffic
 from services.gossip.wire import GossipDecodeError
 from services.node.config import NodeConfig
 from services.node.grpc_link import follow_stream, open_channel, run_until_signalled, start_server
-from services.node.hardware import detect_vram_bytes, effective_vram_bytes
+from services.node.hardware import device_vram_bytes, effective_vram_bytes
 from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
@@ -48,6 +49,7 @@ UPDATABLE_FIELDS = frozenset(
         "adopted",
         "models_seen",
         "fetching",
+        "metrics",  # the gateway's MetricsSummary (services/gateway/metrics_summary.py)
     }
 )
 
@@ -67,6 +69,8 @@ def patched_record(
             getattr(fresh, name).update(value)
         elif name == "vram_bytes":
             fresh.vram_bytes = value
+        elif name == "metrics":
+            fresh.metrics.CopyFrom(value)
         else:
             getattr(fresh, name).extend(value)
     return fresh
@@ -94,6 +98,7 @@ class GossipNode:
         self.connected: list[str] = []
         self.view_changed = asyncio.Condition()
         self.decode_errors = 0
+        self.traffic = GossipTraffic()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -118,6 +123,8 @@ class GossipNode:
             )
         except grpc.aio.AioRpcError as error:
             logger.debug("gossip send failed", extra={"peer": item.peer_id[:8], "code": error.code().name})
+            return
+        self.traffic.sent(item.kind, len(item.payload))
 
     async def update_local(self, patch: gossip_pb2.NodeRecord, fields: list[str]) -> gossip_pb2.NodeRecord:
         current = self.state.local
@@ -135,10 +142,12 @@ class GossipNode:
             )
         except GossipDecodeError as exc:
             self.decode_errors += 1
+            self.traffic.received(KIND_MALFORMED, len(message.payload))
             logger.warning(
                 "dropped malformed gossip", extra={"peer": message.peer_node_id[:8], "reason": str(exc)}
             )
             return
+        self.traffic.received(reaction.kind, len(message.payload))
         self.send(reaction.outgoing)
         if reaction.merge.view_changed:
             await self.notify()
@@ -216,6 +225,11 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
 
+    async def GetStats(
+        self, request: gossip_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> gossip_pb2.GossipStats:
+        return self._node.traffic.stats()
+
 
 async def fetch_identity(mesh: mesh_pb2_grpc.MeshStub) -> mesh_pb2.Identity:
     """Gossip starts alongside mesh: wait for it rather than fail."""
@@ -227,7 +241,10 @@ async def fetch_identity(mesh: mesh_pb2_grpc.MeshStub) -> mesh_pb2.Identity:
 
 
 def initial_record(config: NodeConfig, identity: mesh_pb2.Identity) -> gossip_pb2.NodeRecord:
-    vram = 0 if config.client else effective_vram_bytes(detect_vram_bytes(), config.max_vram_gb)
+    vram = 0
+    if not config.client:
+        detected = device_vram_bytes(config.device, config.llama_bin_dir)
+        vram = effective_vram_bytes(detected, config.max_vram_gb)
     return gossip_pb2.NodeRecord(
         node_id=identity.node_id,
         name=identity.name,

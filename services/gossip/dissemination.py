@@ -21,12 +21,18 @@ from dataclasses import dataclass, field
 from services.gossip.items import GossipItem, Tombstone
 from services.gossip.state import GossipState, MergeResult
 from services.gossip.wire import (
+    KIND_DELTA,
+    KIND_ENTRIES,
+    KIND_RUMOR,
+    KIND_SUMMARY,
     Delta,
     DigestEntries,
     DigestSummary,
+    GossipMessage,
     decode_message,
     encode_delta,
     encode_message,
+    message_kind,
 )
 from services.proto.meshllm.gossip.v1 import gossip_pb2
 
@@ -48,18 +54,21 @@ class DisseminationConfig:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One payload for the mesh to deliver (mesh.v1.GossipMessage)."""
+    """One payload for the mesh to deliver (mesh.v1.GossipMessage); `kind` (wire.KIND_*) for counting."""
 
     peer_id: str
     payload: bytes
+    kind: str
 
 
 @dataclass
 class Reaction:
-    """What receiving one payload did: the view change, and what to send because of it."""
+    """What receiving one payload did: the view change, what to send because of it, and what the
+    payload was (wire.KIND_*, for counting)."""
 
     outgoing: list[Outgoing] = field(default_factory=list)
     merge: MergeResult = field(default_factory=MergeResult)
+    kind: str = ""
 
 
 def choose_gossip_targets(
@@ -98,7 +107,7 @@ class GossipProtocol:
             self._state.refresh_local(now)
         summary = encode_message(self._state.summary())
         targets = choose_gossip_targets(peers, self._config.anti_entropy_peers, self._rng)
-        outgoing.extend(Outgoing(peer, summary) for peer in targets)
+        outgoing.extend(Outgoing(peer, summary, KIND_SUMMARY) for peer in targets)
         return outgoing
 
     def on_local_change(
@@ -113,7 +122,7 @@ class GossipProtocol:
         restarting at once would flood N² x fanout records."""
         targets = choose_gossip_targets(self._peers(peers), self._config.push_fanout, self._rng)
         payloads = encode_delta([self._state.local]) if targets else []
-        return [Outgoing(peer, payload) for peer in targets for payload in payloads]
+        return [Outgoing(peer, payload, KIND_DELTA) for peer in targets for payload in payloads]
 
     def on_peers_joined(self, joined: Sequence[str]) -> list[Outgoing]:
         """Newly linked peers we hold tombstones for (we had lost them): show each its tombstone so it
@@ -122,7 +131,7 @@ class GossipProtocol:
         for node_id in joined:
             item = self._state.item_for(node_id)
             if isinstance(item, Tombstone):
-                outgoing.extend(Outgoing(node_id, p) for p in encode_delta([item]))
+                outgoing.extend(Outgoing(node_id, p, KIND_DELTA) for p in encode_delta([item]))
         return outgoing
 
     def on_goodbye(self, now: float, peers: Sequence[str] | None = None) -> list[Outgoing]:
@@ -141,7 +150,7 @@ class GossipProtocol:
             return []
         targets = choose_gossip_targets(peers, self._config.push_fanout, self._rng, exclude)
         payloads = encode_delta(items, rumor=True) if targets else []
-        return [Outgoing(peer, payload) for peer in targets for payload in payloads]
+        return [Outgoing(peer, payload, KIND_RUMOR) for peer in targets for payload in payloads]
 
     def receive(
         self, peer_id: str, payload: bytes, now: float, peers: Sequence[str] | None = None
@@ -150,17 +159,24 @@ class GossipProtocol:
         every live node we know). Raises GossipDecodeError if the peer broke the protocol; nothing
         in the view changes then."""
         message = decode_message(payload)
+        reaction = self._react(peer_id, message, now, peers)
+        reaction.kind = message_kind(message)
+        return reaction
+
+    def _react(
+        self, peer_id: str, message: GossipMessage, now: float, peers: Sequence[str] | None
+    ) -> Reaction:
         if isinstance(message, DigestSummary):
             self._state.note_contact(peer_id, now)
             entries = self._state.entries_for(message)
-            return Reaction([Outgoing(peer_id, encode_message(entries))] if entries else [])
+            return Reaction([Outgoing(peer_id, encode_message(entries), KIND_ENTRIES)] if entries else [])
         if isinstance(message, DigestEntries):
             self._state.note_contact(peer_id, now)
             delta = self._state.reconcile(message)
             if not (delta.items or delta.want_keys):
                 return Reaction()
             items = self._capped(delta.items)
-            return Reaction([Outgoing(peer_id, p) for p in encode_delta(items, delta.want_keys)])
+            return Reaction([Outgoing(peer_id, p, KIND_DELTA) for p in encode_delta(items, delta.want_keys)])
         return self._receive_delta(peer_id, message, now, peers)
 
     def _receive_delta(self, peer_id: str, delta: Delta, now: float, peers: Sequence[str] | None) -> Reaction:
@@ -168,9 +184,9 @@ class GossipProtocol:
         outgoing: list[Outgoing] = []
         if delta.want_keys:
             wanted = self._capped(self._state.items_for_keys(delta.want_keys))
-            outgoing.extend(Outgoing(peer_id, p) for p in encode_delta(wanted) if wanted)
+            outgoing.extend(Outgoing(peer_id, p, KIND_DELTA) for p in encode_delta(wanted) if wanted)
         for tombstone in result.refuted:
-            outgoing.extend(Outgoing(tombstone.node_id, p) for p in encode_delta([tombstone]))
+            outgoing.extend(Outgoing(tombstone.node_id, p, KIND_DELTA) for p in encode_delta([tombstone]))
         local_id = self._state.local_id
         # Rumors spread on; a re-versioned own record (local_bumped) spreads whatever brought it.
         forward = result.fresh if delta.rumor else [i for i in result.fresh if i.node_id == local_id]

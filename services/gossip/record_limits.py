@@ -20,6 +20,9 @@ MAX_ADDRESSES_PER_RECORD = 16
 MAX_MODELS_PER_RECORD = 256  # each of: on disk, wanted, served
 MAX_SHARES_PER_MODEL = 64
 MAX_MAP_ENTRIES_PER_RECORD = 1024  # request rates by model, RTT by peer (~45 B per RTT entry)
+# The gateway's metrics summary: request counts by model x endpoint x status, tunnels, processes.
+MAX_METRICS_ENTRIES = 256
+MAX_HISTOGRAM_BUCKETS = 32
 
 
 class InvalidRecord(ValueError):
@@ -63,6 +66,32 @@ def check_record(record: gossip_pb2.NodeRecord) -> None:
     _check_number_map(record.request_rate_per_min, "request_rate_per_min")
     _check_number_map(record.rtt_ms, "rtt_ms")
     _check_pool(record)
+    _check_metrics(record.metrics)
+
+
+def _check_metrics(summary: gossip_pb2.MetricsSummary) -> None:
+    """The gateway's counters: entry counts, text sizes, finite histogram sums."""
+    lists = (
+        summary.requests,
+        summary.models,
+        summary.tunnels,
+        summary.restarts,
+        summary.pool_events,
+        summary.gossip,
+    )
+    for entries in lists:
+        _check_count(entries, MAX_METRICS_ENTRIES, "metrics entries")
+    texts = [r.model for r in summary.requests] + [r.endpoint for r in summary.requests]
+    texts += [m.model for m in summary.models] + [t.model for t in summary.tunnels]
+    texts += [t.peer_node_id for t in summary.tunnels] + [p.kind for p in summary.pool_events]
+    texts += [r.service for r in summary.restarts] + [r.process for r in summary.restarts]
+    texts += [g.kind for g in summary.gossip]
+    _check_texts(texts, "metrics text field")
+    for model in summary.models:
+        for histogram in (model.ttft_seconds, model.decode_tokens_per_second):
+            _check_count(histogram.counts, MAX_HISTOGRAM_BUCKETS, "histogram buckets")
+            if not (math.isfinite(histogram.sum) and histogram.sum >= 0.0):
+                raise InvalidRecord("histogram sum must be finite and non-negative")
 
 
 def _check_pool(record: gossip_pb2.NodeRecord) -> None:
@@ -101,6 +130,7 @@ def _check_texts(values: Iterable[str], what: str, limit: int = MAX_TEXT_CHARS) 
 def _check_served(served: Iterable[gossip_pb2.ServedModel]) -> None:
     for model in served:
         _check_texts((model.name,), "served model name")
+        _check_texts((model.speculation,), "served model speculation")
         _check_texts((model.host_node_id,), "host node id", MAX_NODE_ID_CHARS)
         if model.shares:
             _check_count(model.shares, MAX_SHARES_PER_MODEL, "layer shares")

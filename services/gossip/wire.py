@@ -60,6 +60,21 @@ class Delta:
 
 GossipMessage: TypeAlias = DigestSummary | DigestEntries | Delta
 
+# What a payload is, for counting traffic (services/gossip/traffic.py): a rumor is a pushed Delta.
+KIND_SUMMARY = "summary"
+KIND_ENTRIES = "entries"
+KIND_DELTA = "delta"
+KIND_RUMOR = "rumor"
+MESSAGE_KINDS = (KIND_SUMMARY, KIND_ENTRIES, KIND_DELTA, KIND_RUMOR)
+
+
+def message_kind(message: GossipMessage) -> str:
+    if isinstance(message, DigestSummary):
+        return KIND_SUMMARY
+    if isinstance(message, DigestEntries):
+        return KIND_ENTRIES
+    return KIND_RUMOR if message.rumor else KIND_DELTA
+
 
 def encode_message(message: GossipMessage) -> bytes:
     """Serialize `message`; GossipEncodeError if a peer would reject it for size or counts."""
