@@ -42,6 +42,12 @@ from services.proto.meshllm.gossip.v1 import gossip_pb2, gossip_pb2_grpc
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.proto.meshllm.placement.v1 import placement_pb2, placement_pb2_grpc
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
+from services.runner.speculation_pairing import (
+    DraftPairing,
+    catalog_drafts,
+    requested_label,
+    with_speculation,
+)
 
 logger = logging.getLogger("placement")
 
@@ -143,6 +149,12 @@ class PlacementController:
         self._transfers_published_s = 0.0
         self._decision: PoolDecision | None = None
         self.nodes: list[MeshNode] = []
+        # By model file: the draft paired with it (services/runner/speculation_pairing.py).
+        self._drafts: dict[str, str] = {}
+        configured = [m.path for m in config.models]
+        self._pairing = DraftPairing(
+            config.speculation, config.draft, config.no_draft, config.model_store, configured
+        )
 
     def _soon(self) -> None:
         if self._view is not None and (self._replan_pending is None or self._replan_pending.done()):
@@ -254,8 +266,19 @@ class PlacementController:
             self._transfers_published_s = now
         self._published_pool = state
 
+    async def _pair_drafts(self, plan: placement_pb2.Plan) -> None:
+        """The draft for each model this node runs llama-server for (hashes vocabularies in a thread,
+        once per file), shown in the plan; _reconcile passes them to the runner."""
+        serving = (placement_pb2.ASSIGNMENT_ROLE_SOLO, placement_pb2.ASSIGNMENT_ROLE_SPLIT_HOST)
+        paths = [a.model_path for a in plan.assignments if a.role in serving and a.model_path]
+        self._drafts = await self._pairing.drafts(paths, catalog_drafts(paths, self._config.model_store))
+        for a in plan.assignments:
+            if a.role in serving:
+                a.speculation = requested_label(self._config.speculation, self._drafts.get(a.model_path, ""))
+
     async def _publish_plan(self, local: gossip_pb2.NodeRecord) -> None:
         plan = plan_message(self.plan.generation + 1, local.node_id, local.vram_bytes, self._assignments)
+        await self._pair_drafts(plan)
         if self._decision is not None:
             pools, events = pool_messages(self._decision, list(self.pool.events))
             plan.pool.extend(pools)
@@ -275,7 +298,15 @@ class PlacementController:
         """Desired processes from the plan and what the split workers report; apply when they differ."""
         endpoints = await self._split_endpoints(view)
         budgets = memory_budgets(self._assignments, self.plan.node_id, self.plan.vram_bytes)
-        desired = desired_processes(self._assignments, self._config.context_size, endpoints, budgets)
+        desired = desired_processes(
+            self._assignments,
+            self._config.context_size,
+            endpoints,
+            budgets,
+            self._config.device,
+            self._config.parallel_slots,
+        )
+        desired = with_speculation(desired, self._config.speculation, self._drafts)
         if desired != self._desired:
             self._desired = desired
             await self._apply()

@@ -1,4 +1,4 @@
-"""Getting the file of a model this node adopted: from peers over the mesh, else the catalog's URL.
+"""Getting the file of a model this node adopted: from peers over the mesh, else from the Hub (catalog).
 
 The mesh service does the transfer (FetchFile: chunked, several sources, verified, resumable);
 this module picks the file and the sources, runs one transfer per model, keeps the latest progress
@@ -27,6 +27,11 @@ logger = logging.getLogger("placement.fetch")
 
 FETCH_RETRY_S = 3.0
 FETCH_RETRY_MAX_S = 30.0
+# A Hub download reports every read chunk (10 MiB); the plan and gossip hear at most this often.
+DOWNLOAD_REPORT_EVERY_S = 1.0
+
+# (bytes done, bytes total) of a Hub download's current file, from the thread that downloads.
+ByteProgress = Callable[[int, int], None]
 
 
 class FileChoice(NamedTuple):
@@ -75,7 +80,7 @@ class ModelFetcher:
         self,
         mesh: mesh_pb2_grpc.MeshStub,
         store: Path,
-        downloadable: Mapping[str, Callable[[], Path]],
+        downloadable: Mapping[str, Callable[[ByteProgress], Path]],
         on_change: Callable[[], None],
         on_failure: Callable[[str, str], None],
     ) -> None:
@@ -126,7 +131,7 @@ class ModelFetcher:
         if choice is None:
             if model in self._downloadable:
                 return await self._download(model)
-            return "no peer has its file and the catalog has no URL for it"
+            return "no peer has its file and the catalog cannot download it"
         request = mesh_pb2.FetchFileRequest(
             name=model,
             sha256=choice.sha256,
@@ -156,11 +161,30 @@ class ModelFetcher:
         started = time.monotonic()
         self.transfers[model] = gossip_pb2.FileTransfer(name=model)
         self._on_change()
+        loop = asyncio.get_running_loop()
+        reported = [0.0]
+
+        def progress(done: int, total: int) -> None:  # on the download's thread
+            now = time.monotonic()
+            if now - reported[0] >= DOWNLOAD_REPORT_EVERY_S or (total and done >= total):
+                reported[0] = now
+                loop.call_soon_threadsafe(self._download_moved, model, done, total, now - started)
+
         try:
-            path = await asyncio.to_thread(self._downloadable[model])
+            path = await asyncio.to_thread(self._downloadable[model], progress)
         except Exception as exc:
             return f"download failed: {exc}"
         logger.info(
             "downloaded %s", model, extra={"path": str(path), "s": round(time.monotonic() - started, 1)}
         )
         return None
+
+    def _download_moved(self, model: str, done: int, total: int, elapsed_s: float) -> None:
+        if model not in self.transfers:
+            return  # retired while the thread was still reading
+        # No sha256 and no source nodes: that is how the plan tells a Hub download from a mesh fetch.
+        rate = done / elapsed_s if elapsed_s > 0 else 0.0
+        self.transfers[model] = gossip_pb2.FileTransfer(
+            name=model, bytes_total=total, bytes_done=done, bytes_per_s=rate
+        )
+        self._on_change()

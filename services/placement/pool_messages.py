@@ -7,8 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
-
 from services.placement.plan import ModelAssignment, Role, format_gb
 from services.placement.pool import PoolDecision
 from services.placement.pool_state import LocalPool, PoolEvent
@@ -66,7 +64,10 @@ def pool_messages(
 
 def transfer_line(transfer: gossip_pb2.FileTransfer) -> str:
     """ "fetching from a1b2c3d4, e5f6a7b8: 12.00 MB of 64.00 MB, 8.0 MB/s, 7 s left"."""
-    sources = ", ".join(short_id(s) for s in transfer.source_node_ids) or "peers"
+    # A mesh fetch always names the file's sha256; a Hub download (placement/fetching.py) does not.
+    sources = ", ".join(short_id(s) for s in transfer.source_node_ids) or (
+        "peers" if transfer.sha256 else "the Hub"
+    )
     line = f"fetching from {sources}: {format_gb(transfer.bytes_done)} of {format_gb(transfer.bytes_total)}"
     if transfer.bytes_per_s > 0:
         left = max(transfer.bytes_total - transfer.bytes_done, 0) / transfer.bytes_per_s
@@ -97,12 +98,9 @@ def fetching_assignments(
     return result
 
 
-def downloadable_models(store: Path) -> dict[str, Callable[[], Path]]:
-    """Catalog models with a URL: the fallback when no peer has the file (downloaded into `store`)."""
-    from services.cli.download import download_file
-    from services.node.catalog import CATALOG
+def downloadable_models(store: Path) -> dict[str, Callable[[Callable[[int, int], None]], Path]]:
+    """Catalog models on the Hub: the fallback when no peer has the file (downloaded into `store`);
+    each takes the (bytes done, bytes total) callback the fetcher shows progress with."""
+    from services.node.catalog import CATALOG, fetch_entry
 
-    def fetch(url: str, name: str, size: int, sha: str) -> Path:
-        return download_file(url, store / name, size, sha, Console(quiet=True))
-
-    return {e.name: functools.partial(fetch, e.url, e.file_name, e.bytes, e.sha256) for e in CATALOG if e.url}
+    return {e.name: functools.partial(fetch_entry, e, store, True) for e in CATALOG if e.hub}

@@ -8,6 +8,7 @@ from services.placement.plan import ModelAssignment, Role
 from services.placement.split import tensor_split_for
 from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2
+from services.runner.speculation import gossip_label
 
 
 def llama_server_key(model: str) -> str:
@@ -65,6 +66,8 @@ def desired_processes(
     context_size: int,
     rpc_endpoints: Mapping[str, Sequence[str]] | None = None,
     budgets: Mapping[str, int] | None = None,
+    device: str = "",
+    parallel_slots: int = 0,
 ) -> list[runner_pb2.ProcessSpec]:
     """The runner's desired set.
 
@@ -73,6 +76,8 @@ def desired_processes(
     (its rpc-server is up and the tunnel open): llama-server aborts on an unreachable --rpc.
     `context_size`: --ctx-size, 0 for the runner to choose from the model and `budgets`
     (memory_budgets: by model, the memory its llama-server may use beyond the weights).
+    `device`: --device, for every process (the llama.cpp device(s) it may use).
+    `parallel_slots`: --parallel, for every llama-server; 0 for the runner to choose from the context.
     """
     endpoints = rpc_endpoints or {}
     memory = budgets or {}
@@ -96,6 +101,10 @@ def desired_processes(
                     host_node_id=a.host_node_id,
                 )
             )
+    for spec in specs:
+        spec.device = device
+        if spec.kind == runner_pb2.PROCESS_KIND_LLAMA_SERVER:
+            spec.parallel_slots = parallel_slots
     return sorted(specs, key=lambda spec: spec.key)
 
 
@@ -165,11 +174,12 @@ def served_models(
             continue
         process = by_key.get(process_key_for(a))
         state = gossip_pb2.SERVE_STATE_LOADING
-        kind, context_tokens = gossip_pb2.MODEL_KIND_UNSPECIFIED, 0
+        kind, context_tokens, slots = gossip_pb2.MODEL_KIND_UNSPECIFIED, 0, 0
         if process is not None:
             state = _PROCESS_TO_SERVE_STATE.get(process.state, gossip_pb2.SERVE_STATE_LOADING)
             kind = _KIND_IN_GOSSIP.get(process.model_kind, gossip_pb2.MODEL_KIND_UNSPECIFIED)
             context_tokens = request_context_tokens(process)
+            slots = process.slots
         served.append(
             gossip_pb2.ServedModel(
                 name=a.model,
@@ -179,6 +189,9 @@ def served_models(
                 shares=[gossip_pb2.LayerShare(node_id=s.node_id, fraction=s.fraction) for s in a.shares],
                 kind=kind,
                 context_tokens=context_tokens,
+                slots=slots,
+                # "ngram", "draft NAME+ngram", "off"; "" until its llama-server has started.
+                speculation=gossip_label(process.speculation, process.draft_model_path) if process else "",
             )
         )
     return served
