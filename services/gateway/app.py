@@ -35,6 +35,9 @@ from services.gateway.events import EventBus
 from services.gateway.host_check import HostAllowList, HostGuard
 from services.gateway.in_flight import InFlightLimit
 from services.gateway.mesh_ingress import bind_mesh_ingress
+from services.gateway.metrics_collector import MetricsCollector
+from services.gateway.metrics_http import MetricsEndpoint
+from services.gateway.metrics_requests import RequestMetrics
 from services.gateway.openai_api import build_api_app
 from services.gateway.peers import PEER_SERVICES, PeerServices
 from services.gateway.proxy import UpstreamProxy
@@ -187,7 +190,8 @@ async def start_gateway(config: NodeConfig) -> Gateway:
         api_sock.close()
         raise
     ingress_sock = bind_mesh_ingress(config.mesh_ingress_socket)
-    sources, counters, proxy = RoutingSources(), RequestCounters(), UpstreamProxy()
+    request_metrics = RequestMetrics()
+    sources, counters, proxy = RoutingSources(), RequestCounters(), UpstreamProxy(request_metrics)
     peers = PeerServices(config.node_home, CLIENT_MODE_PEERS if config.client else PEER_SERVICES)
     reporter = StatusReporter(config, sources, counters, peers)
     admin = await start_server(config.node_home, "gateway", functools.partial(register_admin, reporter))
@@ -197,7 +201,14 @@ async def start_gateway(config: NodeConfig) -> Gateway:
     feed = ConsoleFeed(sources, counters, bus)
     access, hosts = ApiAccess.from_config(config), HostAllowList.for_config(config)
     api = embedded_server(HostGuard(ApiKeyGuard(api_app, access), hosts))
-    console = embedded_server(HostGuard(build_console_app(reporter, bus, api_app, access=access), hosts))
+    gossip = gossip_pb2_grpc.GossipStub(peers.channels["gossip"])
+    runner = None if config.client else runner_pb2_grpc.RunnerStub(peers.channels["runner"])
+    mesh = mesh_pb2_grpc.MeshStub(peers.channels["mesh"])
+    metrics = MetricsCollector(
+        request_metrics, sources, mesh, gossip, runner, supervisor_socket=config.node_home.supervisor_socket
+    )
+    console_app = build_console_app(reporter, bus, api_app, access=access, metrics=MetricsEndpoint(metrics))
+    console = embedded_server(HostGuard(console_app, hosts))
     # What peers forward through the mesh: authenticated by it, so no key, and no Host check either: no
     # browser reaches a Unix socket, and a peer may name the host it forwards for however it likes
     # (services/gateway/mesh_ingress.py).
@@ -209,7 +220,7 @@ async def start_gateway(config: NodeConfig) -> Gateway:
     ]
     # Clients publish demand too: they are where most requests enter the mesh.
     demand = DemandPublisher(counters, sources, gossip_pb2_grpc.GossipStub(peers.channels["gossip"]))
-    watchers = [*_watchers(config, sources, peers), feed.run_rates(), demand.run()]
+    watchers = [*_watchers(config, sources, peers), feed.run_rates(), demand.run(), metrics.run()]
     watch_tasks = [_task(w, f"watch-{i}") for i, w in enumerate(watchers)]
     log_events = install_log_events(bus)
     return Gateway(proxy, peers, admin, (api, console, ingress), server_tasks, watch_tasks, bus, log_events)

@@ -103,9 +103,11 @@ def build_console_app(
     api_app: ASGIApp | None = None,
     settings: ConsoleSettings | None = None,
     access: ApiAccess | None = None,
+    metrics: ASGIApp | None = None,
 ) -> FastAPI:
     """`api_app` is the :9337 app, served again under `/v1` for the UI's chat; None leaves it out.
-    `access`: who may use that `/v1` (None: as an open API, for tests)."""
+    `access`: who may use that `/v1` (None: as an open API, for tests). `metrics`: `/metrics`
+    (services/gateway/metrics_http.py), behind the same key as `/v1`."""
     app = new_app("mesh-llm console")
     access = access or ApiAccess(open_to_network=True)
     _add_api_routes(app, reporter, bus or EventBus(), settings or ConsoleSettings.from_env(), access)
@@ -113,5 +115,7 @@ def build_console_app(
         # An ASGI app as a route endpoint gets the scope untouched, so the API sees `/v1/...` paths.
         guarded = ApiKeyGuard(api_app, access, console=True)
         app.router.routes.append(Route("/v1/{path:path}", endpoint=guarded, methods=API_METHODS))
+    if metrics is not None:
+        app.router.routes.append(Route("/metrics", endpoint=ApiKeyGuard(metrics, access), methods=["GET"]))
     app.mount("/", StaticFiles(directory=UI_DIR), name="console-ui")
     return app

@@ -8,6 +8,8 @@ which still names evil.example. So the API and console answer only Hosts that na
 - loopback names, always: `localhost`, `*.localhost`, 127.0.0.0/8, `[::1]` (any port). No attacker can
   own them: browsers resolve `localhost` and `*.localhost` to loopback themselves, and IP literals are
   not resolved at all;
+- the names given with `--allow-host` (a reverse proxy that passes its own Host on, a DNS name for
+  the machine), exactly or, as `*.example.com`, every name under a domain;
 - with `--listen-all`, the node's configured addresses (`--advertise`, `--bind-ip`) and this machine's
   interface addresses and hostname, re-read when a Host misses (a new DHCP lease, a VPN coming up).
 
@@ -35,6 +37,7 @@ from services.node.config import NodeConfig
 LOCALHOST = "localhost"
 LOCALHOST_SUFFIX = ".localhost"
 MDNS_SUFFIX = ".local"
+WILDCARD_PREFIX = "*."
 # A Host that misses re-reads this machine's addresses, but no more often than this.
 MACHINE_HOSTS_REFRESH_S = 30.0
 HOST_NOT_ALLOWED_STATUS = HTTPStatus.MISDIRECTED_REQUEST
@@ -66,6 +69,16 @@ def host_name(header: str) -> str | None:
     if rest and not (rest[0] == ":" and rest[1:].isdigit() and len(rest) <= MAX_PORT_DIGITS + 1):
         return None
     return canonical_host(name)
+
+
+def host_pattern(text: str) -> str | None:
+    """An --allow-host value as HostAllowList compares it (a name, an IP, or `*.domain`), or None
+    when it is none of those."""
+    wildcard = text.startswith(WILDCARD_PREFIX)
+    name = host_name(text.removeprefix(WILDCARD_PREFIX) if wildcard else text)
+    if name is None or (wildcard and (_is_ip(name) or "." not in name)):
+        return None  # `*.com` would let a rebinding page in from anywhere under a TLD
+    return WILDCARD_PREFIX + name if wildcard else name
 
 
 def _is_ip(text: str) -> bool:
@@ -118,8 +131,9 @@ def machine_hosts() -> frozenset[str]:
 
 
 def configured_hosts(config: NodeConfig) -> frozenset[str]:
-    """The hosts the user named for this node: `--advertise HOST:PORT` and `--bind-ip`."""
-    hosts = {canonical_host(split_address(address)[0]) for address in config.advertise}
+    """The hosts the user named for this node: `--allow-host`, `--advertise HOST:PORT`, `--bind-ip`."""
+    hosts = set(config.allowed_hosts)
+    hosts.update(canonical_host(split_address(address)[0]) for address in config.advertise)
     if config.bind_ip:
         hosts.add(canonical_host(config.bind_ip))
     return frozenset(hosts)
@@ -135,7 +149,11 @@ class HostAllowList:
         read_machine_hosts: Callable[[], frozenset[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._configured = frozenset(canonical_host(host) for host in configured)
+        configured = tuple(configured)
+        names = [host for host in configured if not host.startswith(WILDCARD_PREFIX)]
+        self._configured = frozenset(canonical_host(host) for host in names)
+        # "*.example.com" → ".example.com": every name that ends with it (not example.com itself)
+        self._domains = tuple(host[1:] for host in configured if host.startswith(WILDCARD_PREFIX))
         self._read_machine_hosts = read_machine_hosts
         self._clock = clock
         self._machine: frozenset[str] = frozenset()
@@ -145,11 +163,17 @@ class HostAllowList:
     @classmethod
     def for_config(cls, config: NodeConfig) -> HostAllowList:
         if not config.listen_all:
-            return cls()  # bound to 127.0.0.1: only loopback names reach this node legitimately
+            # Bound to 127.0.0.1: loopback names, and those of a reverse proxy on this machine.
+            return cls(config.allowed_hosts)
         return cls(configured_hosts(config), machine_hosts)
 
     def known(self, name: str) -> bool:
-        return is_loopback_name(name) or name in self._configured or name in self._machine
+        return (
+            is_loopback_name(name)
+            or name in self._configured
+            or name in self._machine
+            or any(name.endswith(domain) for domain in self._domains)
+        )
 
     async def allows(self, header: str | None) -> bool:
         if header is None:
@@ -182,7 +206,8 @@ def host_refusal(header: str) -> OpenAIError:
     return OpenAIError(
         HOST_NOT_ALLOWED_STATUS,
         f"Host {shown!r} does not name this node: it answers requests for localhost, and with --listen-all "
-        "for this machine's addresses and hostname (a guard against DNS rebinding).",
+        "for this machine's addresses and hostname, and for names given with --allow-host (a guard against "
+        "DNS rebinding).",
         code="host_not_allowed",
     )
 

@@ -101,6 +101,8 @@ def _model_object(entry: ModelEntry) -> dict[str, Any]:
             "nodes": list(entry.nodes),
             "kind": entry.kind.value,
             "context_tokens": entry.context_tokens,
+            "slots": entry.slots,  # requests decoded at once, over its ready servers (0: not known)
+            "speculation": entry.speculation,  # this node's server's: "ngram", "draft NAME+ngram", "off"
         },
     }
 

@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from services.gateway.body import Endpoint
 from services.gateway.errors import SERVER_ERROR, ApiDialect, OpenAIError, anthropic_error_payload
+from services.gateway.metrics_requests import RequestMetrics, RequestObservation, Served
 from services.gateway.routing import MODEL_LOADING_RETRY_AFTER_S, Route
 from services.gateway.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamResponse
 from services.gateway.upstream_errors import reword_upstream_error
@@ -64,6 +65,7 @@ class RelayedStream(Response):
         model: str,
         on_close: Callable[[], None],
         dialect: ApiDialect = ApiDialect.OPENAI,
+        observation: RequestObservation | None = None,
     ) -> None:
         self.status_code = upstream.status
         self.media_type = upstream.headers.get("content-type", SSE_MEDIA_TYPE)
@@ -74,6 +76,7 @@ class RelayedStream(Response):
         self._on_close = on_close
         self._dialect = dialect
         self._client_gone = False
+        self._observation = observation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.ensure_future(self._abort_when_client_leaves(receive))
@@ -90,6 +93,8 @@ class RelayedStream(Response):
     async def _relay_body(self, send: Send) -> None:
         try:
             async for chunk in self._upstream.body_chunks():
+                if self._observation is not None:
+                    self._observation.chunk(chunk)  # two substring checks (metrics_requests.py)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             if self._client_gone:
@@ -113,11 +118,20 @@ class RelayedStream(Response):
         self._upstream.abort(UpstreamClosed("the client went away"))
 
 
+def _finishing(observation: RequestObservation, on_close: Callable[[], None]) -> Callable[[], None]:
+    def closed() -> None:
+        observation.finish()
+        on_close()
+
+    return closed
+
+
 class UpstreamProxy:
     """Forwards API requests over one pool of keep-alive connections to the local llama-servers."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RequestMetrics | None = None) -> None:
         self._pool = UpstreamPool()
+        self._metrics = metrics
 
     async def forward(
         self,
@@ -133,6 +147,11 @@ class UpstreamProxy:
         API's path, and must serve it locally and never forward it again); otherwise the route is a
         llama-server, which takes the endpoint's upstream path.
         """
+        observation = None
+        if self._metrics is not None:
+            served = Served.FORWARDED if forwarded else Served.HERE
+            observation = self._metrics.begin(route.model, endpoint.path, served)
+            on_close = _finishing(observation, on_close)
         extra = FORWARDED_HEADER_LINE if forwarded else ""
         if route.api_key:  # a local llama-server (a peer's gateway is reached through the mesh)
             extra += f"Authorization: Bearer {route.api_key}\r\n"
@@ -140,17 +159,25 @@ class UpstreamProxy:
         try:
             upstream = await self._pool.post(route.host, route.port, path, body, extra)
         except UpstreamError as exc:
+            if observation is not None:
+                observation.response(HTTPStatus.SERVICE_UNAVAILABLE)
             on_close()
             raise UpstreamUnavailable(route, exc) from exc
         except BaseException:
             on_close()
             raise
+        if observation is not None:
+            observation.response(upstream.status)
         content_type = upstream.headers.get("content-type", "application/json")
         if content_type.startswith(SSE_MEDIA_TYPE):
-            return RelayedStream(upstream, route.model, on_close, endpoint.dialect)
+            return RelayedStream(upstream, route.model, on_close, endpoint.dialect, observation)
         try:
             content = await upstream.read()
+            if observation is not None:
+                observation.body(content)
         except UpstreamError as exc:
+            if observation is not None:
+                observation.response(HTTPStatus.SERVICE_UNAVAILABLE)
             raise UpstreamUnavailable(route, exc) from exc
         finally:
             upstream.close()

@@ -67,6 +67,8 @@ class LocalServer:
     kind: ModelKind = ModelKind.UNKNOWN
     context_tokens: int = 0
     api_key: str = field(default="", repr=False)  # the llama-server's own (runner.proto)
+    slots: int = 0  # requests it decodes at once (0: not known)
+    speculation: str = ""  # what it speculates with ("ngram", "draft NAME+ngram", "off"; "" not known)
 
     @property
     def endpoint(self) -> str:
@@ -133,6 +135,7 @@ class RemoteServer:
     node_id: str
     kind: ModelKind = ModelKind.UNKNOWN
     context_tokens: int = 0
+    slots: int = 0  # requests its server decodes at once (0: not known)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class ModelEntry:
     nodes: tuple[str, ...] = ()  # every node serving it, this one included when it does
     kind: ModelKind = ModelKind.UNKNOWN
     context_tokens: int = 0  # the serving llama-server's context; 0 when not known
+    slots: int = 0  # requests decoded at once, over every ready server of it (0: not known)
+    speculation: str = ""  # this node's server's (LocalServer.speculation); "" when not served here
 
 
 _LOADING_STATES = (ServerState.STARTING, ServerState.BACKOFF, ServerState.STOPPING)
@@ -247,6 +252,12 @@ def _model_facts(server: LocalServer | None, remote: Iterable[RemoteServer]) -> 
     return kind, min(contexts, default=0)
 
 
+def _total_slots(server: LocalServer | None, remote: Iterable[RemoteServer]) -> int:
+    """Requests the model's ready servers decode at once, together (remote ones are all ready)."""
+    local = server.slots if server is not None and server.state is ServerState.READY else 0
+    return local + sum(s.slots for s in remote)
+
+
 class RoutingTable:
     """An immutable snapshot: model name → decision, computed once per state change."""
 
@@ -306,6 +317,8 @@ class RoutingTable:
                     nodes,
                     kind,
                     context_tokens,
+                    _total_slots(server, remote_facts.get(model, ())),
+                    server.speculation if server is not None else "",
                 )
             )
         return cls(decisions, tuple(entries))

@@ -23,6 +23,7 @@ from services.proto.meshllm.gossip.v1 import gossip_pb2
 from services.proto.meshllm.mesh.v1 import mesh_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2
+from services.runner.speculation import gossip_label
 
 _SERVER_STATES = {
     runner_pb2.PROCESS_STATE_STARTING: ServerState.STARTING,
@@ -72,6 +73,8 @@ def servers_from_runner(status: runner_pb2.RunnerStatus) -> tuple[LocalServer, .
                 kind=_RUNNER_KINDS.get(process.model_kind, ModelKind.UNKNOWN),
                 context_tokens=process.context_tokens,
                 api_key=process.api_key,
+                slots=process.slots,
+                speculation=gossip_label(process.speculation, process.draft_model_path),
             )
         )
     return tuple(servers)
@@ -105,7 +108,9 @@ def remote_servers(
         for served in record.served:
             if served.state == gossip_pb2.SERVE_STATE_READY and served.role in _SERVING_ROLES:
                 kind = _GOSSIP_KINDS.get(served.kind, ModelKind.UNKNOWN)
-                servers.append(RemoteServer(served.name, record.node_id, kind, served.context_tokens))
+                servers.append(
+                    RemoteServer(served.name, record.node_id, kind, served.context_tokens, served.slots)
+                )
     return tuple(servers)
 
 

@@ -119,6 +119,8 @@ class GatewayStatus:
                     endpoint=m.endpoint,
                     kind=m.kind.value,
                     context_tokens=m.context_tokens,
+                    slots=m.slots,
+                    speculation=m.speculation,
                 )
                 for m in self.models
             ],

@@ -18,6 +18,7 @@ from services.gateway.host_check import (
     HostGuard,
     configured_hosts,
     host_name,
+    host_pattern,
     is_loopback_host_header,
     is_loopback_name,
     machine_hosts,
@@ -96,15 +97,50 @@ async def test_without_listen_all_only_loopback_names_pass(tmp_path: Path) -> No
         assert not await hosts.allows(header), header
 
 
+async def test_allowed_hosts_pass_without_listen_all_exactly_or_under_their_domain(tmp_path: Path) -> None:
+    """A reverse proxy on this machine that passes its own Host on (nginx's `proxy_set_header Host`)."""
+    config = NodeConfig(home=tmp_path, allowed_hosts=("mesh.example.com", "*.lan.example", "10.1.2.3"))
+    hosts = HostAllowList.for_config(config)
+    for header in ("mesh.example.com", "MESH.example.com:443", "a.lan.example", "b.c.lan.example:3131"):
+        assert await hosts.allows(header), header
+    for header in ("10.1.2.3:9337", "localhost:9337"):
+        assert await hosts.allows(header), header
+    for header in ("lan.example", "evil.mesh.example.com", "mesh.example.com.evil.example", "xlan.example"):
+        assert not await hosts.allows(header), header
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("mesh.example.com", "mesh.example.com"),
+        ("Mesh.Example.COM.", "mesh.example.com"),
+        ("*.lan.example", "*.lan.example"),
+        ("10.1.2.3", "10.1.2.3"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("*.com", None),  # every name under a TLD: a rebinding page's too
+        ("*.10.0.0.1", None),
+        ("*", None),
+        ("mesh example", None),
+        ("http://mesh.example.com", None),
+        ("", None),
+    ],
+)
+def test_allow_host_values(text: str, pattern: str | None) -> None:
+    assert host_pattern(text) == pattern
+
+
 async def test_no_host_at_all_passes_since_browsers_always_send_one() -> None:
     assert await HostAllowList().allows(None)
 
 
-def test_configured_hosts_are_advertised_and_bound_addresses(tmp_path: Path) -> None:
+def test_configured_hosts_are_allowed_advertised_and_bound_addresses(tmp_path: Path) -> None:
     config = NodeConfig(
-        home=tmp_path, advertise=("Gpu.Example.org:40000", "[2001:db8::1]:40000"), bind_ip="10.0.0.7"
+        home=tmp_path,
+        advertise=("Gpu.Example.org:40000", "[2001:db8::1]:40000"),
+        bind_ip="10.0.0.7",
+        allowed_hosts=("*.lan.example",),
     )
-    assert configured_hosts(config) == {"gpu.example.org", "2001:db8::1", "10.0.0.7"}
+    assert configured_hosts(config) == {"gpu.example.org", "2001:db8::1", "10.0.0.7", "*.lan.example"}
 
 
 def test_this_machine_is_known_by_its_addresses_and_name() -> None:
