@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEFAULT_MODEL := smollm2-135m
 PYTEST_ARGS ?=
 
-.PHONY: install run test llama model browser netns-tools agents protos lint bench clean
+.PHONY: install run test llama model browser netns-tools systemd-tools agents protos lint bench clean
 
 install: $(STAMP) llama model
 
@@ -40,6 +40,13 @@ netns-tools:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; fi; }
 
+# `mesh-llm service`'s tests check the unit it writes with `systemd-analyze verify` (Debian's systemd).
+systemd-tools:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+		echo "[install] systemd (Debian package) for systemd-analyze, which checks the service unit"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; fi; }
+
 # The coding agents `mesh-llm claude|codex|opencode|pi` launch, at the versions tests/integration/agents
 # checks, installed once per set of versions (tests/support/agents.py finds them by the same hash).
 AGENT_PACKAGES := opencode-ai@1.18.33 @mariozechner/pi-coding-agent@0.73.1 @openai/codex@0.171.0 @anthropic-ai/claude-code@2.1.332
@@ -64,7 +71,7 @@ lint: $(STAMP)
 run: install
 	$(VENV)/bin/mesh-llm --model $(DEFAULT_MODEL)
 
-test: install browser netns-tools agents lint
+test: install browser netns-tools systemd-tools agents lint
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

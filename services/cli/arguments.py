@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from services.gateway.host_check import host_pattern
 from services.node.config import API_KEY_ENV, InvalidApiKey, check_api_key
+from services.runner.speculation import SpeculationError, parse_mode
 
 USAGE_ERROR_EXIT = 2
 
@@ -70,6 +72,14 @@ def ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from exc
 
 
+def allowed_host(text: str) -> str:
+    """--allow-host: a DNS name, an IP address, or `*.` and a domain (every name under it)."""
+    name = host_pattern(text)
+    if name is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name, IP address or *.domain")
+    return name
+
+
 def positive_count(text: str) -> int:
     try:
         value = int(text)
@@ -89,6 +99,31 @@ def context_tokens(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (automatic) or more tokens")
     return value
+
+
+# llama.cpp's LLAMA_MAX_SEQ (services/runner/slots.py MAX_SLOTS): the most sequences one context holds.
+MAX_PARALLEL_SLOTS = 256
+
+
+def parallel_slots(text: str) -> int:
+    """--parallel: requests each llama-server decodes at once, 0 for automatic."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if not 0 <= value <= MAX_PARALLEL_SLOTS:
+        raise argparse.ArgumentTypeError(f"must be 0 (automatic) to {MAX_PARALLEL_SLOTS}")
+    return value
+
+
+def speculation_mode(text: str) -> str:
+    """--speculation: auto, draft, ngram or off."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be one of auto, draft, ngram, off")
+    try:
+        return parse_mode(text).value
+    except SpeculationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 class ApiKeyChoiceError(Exception):

@@ -21,15 +21,18 @@ from services.cli.arguments import (
     ApiKeyChoiceError,
     OneLineArgumentParser,
     add_api_key_arguments,
+    allowed_host,
     api_key_from_args,
     context_tokens,
     fail,
     host_port,
     ip_address,
+    parallel_slots,
     port_number,
     positive_count,
     positive_gb,
     positive_seconds,
+    speculation_mode,
 )
 from services.cli.discover import (
     AutoDecision,
@@ -61,11 +64,15 @@ from services.node.config import (
     NodeConfig,
     save_api_key,
 )
+from services.node.devices import DeviceError, choose_devices, list_devices
+from services.node.hf_progress import stderr_console
 from services.node.home import default_home
 from services.node.home_files import HomeWriteError
+from services.node.log_limits import LogLimitError, log_file_limits
 from services.proto.meshllm.gateway.v1 import gateway_pb2
 from services.proto.meshllm.placement.v1 import placement_pb2
 from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
+from services.runner.binaries import LlamaNotBuilt, find_llama_bin_dir
 
 PROG = "mesh-llm"
 READY_TIMEOUT_S = 600.0
@@ -87,6 +94,10 @@ INSTRUCTIONS = f"""mesh-llm {__version__}: pool spare GPUs into one OpenAI-compa
   mesh-llm --model M --publish              make your mesh public (listed for `discover`/--auto)
   mesh-llm discover                         browse public and LAN meshes
   mesh-llm download                         list models you can name with --model
+  mesh-llm --model ORG/REPO[:QUANT]         serve a GGUF from Hugging Face (downloaded once, resumable)
+  mesh-llm models installed|show|search|delete   the models on disk, their GGUF facts, the catalog
+  mesh-llm service install --model M        run the node as a service (systemd/launchd) from boot
+  mesh-llm doctor                           check this machine for what breaks nodes, and how to fix it
   mesh-llm load MODEL / drop MODEL          start / stop serving a model on a running node
   mesh-llm claude|codex|opencode|pi|goose   run a coding agent on the mesh (`-- ARGS` go to the agent)
 
@@ -101,7 +112,7 @@ def build_parser() -> OneLineArgumentParser:
         action="append",
         default=[],
         metavar="NAME|PATH",
-        help="model to serve (repeatable): a catalog name or a .gguf path",
+        help="model to serve (repeatable): a catalog name, a .gguf path, ORG/REPO[:QUANT] or hf://ORG/REPO/FILE",
     )
     parser.add_argument(
         "--join", action="append", default=[], metavar="TOKEN", help="join a mesh via invite token"
@@ -147,7 +158,21 @@ def build_parser() -> OneLineArgumentParser:
         type=host_port,
         help="address peers should dial to reach this node (port forwarding, NAT)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        type=allowed_host,
+        help="also answer API/console requests for this Host (a reverse proxy's name; *.example.com)",
+    )
     parser.add_argument("--max-vram", type=positive_gb, metavar="GB", help="cap the memory offered to models")
+    parser.add_argument(
+        "--device",
+        default="",
+        metavar="DEV",
+        help="llama.cpp device(s) to use, as `llama-server --list-devices` names them (CUDA0, MTL0, CPU)",
+    )
     parser.add_argument("--split", action="store_true", help="force a tensor split even if the model fits")
     parser.add_argument("--region", default="", help="region tag (AU, US-West, EU-West, ...)")
     parser.add_argument("--name", default="", help="this node's display name (default: hostname)")
@@ -160,6 +185,31 @@ def build_parser() -> OneLineArgumentParser:
         metavar="TOKENS",
         help="context per llama-server (default 0: the model's trained context, as far as memory allows)",
     )
+    parser.add_argument(
+        "--parallel",
+        type=parallel_slots,
+        default=0,
+        metavar="N",
+        help="requests each llama-server decodes at once, each up to the full context "
+        "(default 0: 4-16, from the context)",
+    )
+    parser.add_argument(
+        "--speculation",
+        type=speculation_mode,
+        default="auto",
+        metavar="MODE",
+        help="speculative decoding: auto (n-gram, plus the --draft model if given), draft (a draft "
+        "model: --draft, or one the node has that pairs), ngram or off (default auto)",
+    )
+    drafts = parser.add_mutually_exclusive_group()
+    drafts.add_argument(
+        "--draft",
+        metavar="PATH|NAME",
+        default=None,
+        help="draft model run next to each model it shares a vocabulary with (default: none; with "
+        "--speculation draft, one the node has that pairs)",
+    )
+    drafts.add_argument("--no-draft", action="store_true", help="run no draft model")
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -247,17 +297,32 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         fail(PROG, "--client serves no models; drop --model or --client")
     if args.port == args.console:
         fail(PROG, f"--port and --console are both {args.port}")
+    try:
+        log_file_limits(os.environ)  # every service rotates its log by these: refuse a bad one here
+    except LogLimitError as exc:
+        fail(PROG, str(exc))
     check_bind_ip(args.bind_ip or "", args.bind_port)
     host = "0.0.0.0" if args.listen_all else "127.0.0.1"
     for flag, port in (("--port", args.port), ("--console", args.console)):
         if not _port_free(host, port):
             fail(PROG, f"{flag} {port} is already in use (another mesh-llm?); pick another with {flag}")
+    device = checked_device(args.device) if args.device and not args.client else ""
     models = []
     for spec in args.model:
         try:
-            models.append(resolve_model(spec))
+            models.append(resolve_model(spec, args.models_dir.expanduser() if args.models_dir else None))
         except ModelNotFound as exc:
             fail(PROG, str(exc))
+    draft = ""
+    if args.draft:
+        try:
+            draft = resolve_model(args.draft, args.models_dir.expanduser() if args.models_dir else None).path
+        except ModelNotFound as exc:
+            fail(PROG, f"--draft: {exc}")
+    if args.speculation == "off" and draft:
+        fail(PROG, "--speculation off runs no draft; drop --draft or --speculation off")
+    if args.speculation == "draft" and args.no_draft:
+        fail(PROG, "--speculation draft needs a draft model; drop --no-draft")
     return NodeConfig(
         home=home,
         name=args.name,
@@ -279,8 +344,14 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         lan=args.lan,
         no_lan=args.no_lan,
         advertise=tuple(args.advertise),
+        allowed_hosts=tuple(args.allow_host),
         log_format=args.log_format,
         context_size=args.ctx_size,
+        parallel_slots=args.parallel,
+        device=device,
+        speculation=args.speculation,
+        draft=draft,
+        no_draft=args.no_draft,
         models_dir=str(args.models_dir.expanduser().resolve()) if args.models_dir else "",
         retire_after_s=args.retire_after,
         require_api_key=args.api_key is not None,
@@ -372,6 +443,15 @@ def current_addresses(config: NodeConfig) -> tuple[str, ...]:
     return tuple(node_identity(config.node_home).addresses)
 
 
+def checked_device(text: str) -> str:
+    """--device against the devices this machine's llama.cpp build sees; a wrong name lists them."""
+    try:
+        devices = list_devices(find_llama_bin_dir())
+        return ",".join(choose_devices(text, devices))
+    except (DeviceError, LlamaNotBuilt) as exc:
+        fail(PROG, str(exc))
+
+
 def check_bind_ip(bind_ip: str, bind_port: int) -> None:
     """The mesh service would fail to start on an address this machine lacks: say so here, once."""
     if not bind_ip and not bind_port:
@@ -388,10 +468,13 @@ def check_bind_ip(bind_ip: str, bind_port: int) -> None:
 
 
 def model_facts(route: gateway_pb2.ModelRoute) -> str:
-    """What a model is, for the ready screen (", chat, 8192-token context"); empty when not known."""
+    """What a model is, for the ready screen (", chat, 8192-token context, 4 at once"); empty when not
+    known."""
     facts = [route.kind] if route.kind and route.kind != "unknown" else []
     if route.context_tokens:
         facts.append(f"{route.context_tokens}-token context")
+    if route.slots:
+        facts.append(f"{route.slots} at once")
     return "".join(f", {fact}" for fact in facts)
 
 
@@ -456,6 +539,18 @@ def main(argv: list[str] | None = None) -> None:
         from services.cli.download import download_main
 
         sys.exit(download_main(argv[1:]))
+    if argv and argv[0] == "models":
+        from services.cli.models_command import models_main
+
+        sys.exit(models_main(argv[1:]))
+    if argv and argv[0] == "doctor":
+        from services.cli.doctor import doctor_main
+
+        sys.exit(doctor_main(argv[1:]))
+    if argv and argv[0] == "service":
+        from services.cli.service import service_main
+
+        sys.exit(service_main(argv[1:]))
     if argv and argv[0] == "discover":
         from services.cli.discover import discover_main
 
@@ -471,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
         print(INSTRUCTIONS)
         return
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = stderr_console()  # shared with download progress bars, which nest in its spinner
     check_discovery_args(args)
     try:
         args.api_key = api_key_from_args(args.api_key, args.api_key_file, args.no_api_key, os.environ)

@@ -58,14 +58,15 @@ def show_status(home: NodeHome, console: Console) -> None:
 
 def show_models(home: NodeHome, console: Console, status=None) -> None:  # type: ignore[no-untyped-def]
     status = status or node_status(home)
-    models = Table("model", "state", "kind", "context", "where", "endpoint", title="models")
+    models = Table("model", "state", "kind", "context", "slots", "where", "endpoint", title="models")
     for route in status.models:
         where = "this node" if route.local else ", ".join(n[:8] for n in route.node_ids)
         kind = route.kind if route.kind != "unknown" else ""
         context = f"{route.context_tokens}" if route.context_tokens else ""
-        models.add_row(route.model, route.state, kind, context, where, route.endpoint)
+        slots = f"{route.slots}" if route.slots else ""
+        models.add_row(route.model, route.state, kind, context, slots, where, route.endpoint)
     if not status.models:
-        models.add_row("(none)", "", "", "", "", "")
+        models.add_row("(none)", "", "", "", "", "", "")
     console.print(models)
 
 
@@ -120,11 +121,20 @@ def show_plan(home: NodeHome, console: Console) -> None:
     )
     if plan.standby:
         console.print(f"[bold]{plan.standby_reason}[/]", soft_wrap=True)
-    table = Table("model", "role", "size", "why", title="placement")
+    slots = local_slots(home, plan.node_id)
+    in_use = local_speculation(home, plan.node_id)
+    table = Table("model", "role", "size", "slots", "speculation", "why", title="placement")
     for assignment in plan.assignments:
         role = placement_pb2.AssignmentRole.Name(assignment.role).removeprefix("ASSIGNMENT_ROLE_").lower()
+        model_slots = f"{slots[assignment.model]}" if slots.get(assignment.model) else ""
         table.add_row(
-            assignment.model, role, format_gb(assignment.model_bytes), "\n".join(assignment.reasons)
+            assignment.model,
+            role,
+            format_gb(assignment.model_bytes),
+            model_slots,
+            # In use (gossip) once its server runs, else what the plan asks for (and the draft paired).
+            in_use.get(assignment.model) or assignment.speculation,
+            "\n".join(assignment.reasons),
         )
     console.print(table)
     for assignment in plan.assignments:
@@ -134,6 +144,24 @@ def show_plan(home: NodeHome, console: Console) -> None:
         console.print(pool_table(plan))
     if plan.events:
         console.print(events_table(plan))
+
+
+def local_slots(home: NodeHome, node_id: str) -> dict[str, int]:
+    """By model, the slots this node's server of it runs with, as it gossips them (empty: unknown)."""
+    with contextlib.suppress(NodeNotRunning):
+        for record in mesh_view(home).nodes:
+            if record.node_id == node_id:
+                return {served.name: served.slots for served in record.served if served.slots}
+    return {}
+
+
+def local_speculation(home: NodeHome, node_id: str) -> dict[str, str]:
+    """By model, the speculation this node's server of it runs with ("ngram", "draft NAME+ngram")."""
+    with contextlib.suppress(NodeNotRunning):
+        for record in mesh_view(home).nodes:
+            if record.node_id == node_id:
+                return {served.name: served.speculation for served in record.served if served.speculation}
+    return {}
 
 
 def pool_table(plan: placement_pb2.Plan) -> Table:

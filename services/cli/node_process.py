@@ -12,6 +12,7 @@ from pathlib import Path
 
 import services
 from services.node.config import NodeConfig
+from services.node.log_limits import limits_env, log_file_limits
 from services.node.parent_death import die_with_parent
 
 REPO_ROOT = Path(services.__file__).resolve().parent.parent
@@ -25,6 +26,8 @@ def supervisord_env(config: NodeConfig) -> dict[str, str]:
     env["MESH_LLM_PYTHON"] = sys.executable
     env["MESH_LLM_SERVES"] = "false" if config.client else "true"
     env["PYTHONUNBUFFERED"] = "1"
+    # deploy/node.conf expands these: every log file rotates at the same size (LogLimitError if bad).
+    env.update(limits_env(log_file_limits(os.environ)))
     return env
 
 

@@ -103,7 +103,13 @@ def _add_tokenizer(writer: gguf.GGUFWriter, n_vocab: int) -> None:
 
 
 def _add_tensors(
-    writer: gguf.GGUFWriter, rng: np.random.Generator, n_layers: int, n_embd: int, n_ff: int, n_vocab: int
+    writer: gguf.GGUFWriter,
+    rng: np.random.Generator,
+    n_layers: int,
+    n_embd: int,
+    n_ff: int,
+    n_vocab: int,
+    vocab_dtype: type[np.floating] = np.float32,  # of the two n_vocab x n_embd matrices
 ) -> None:
     # numpy shapes are (rows=out, cols=in); GGUFWriter reverses them into ggml's ne order.
     def weight(*shape: int) -> np.ndarray:
@@ -112,7 +118,7 @@ def _add_tensors(
     def norm() -> np.ndarray:
         return np.ones(n_embd, dtype=np.float32)
 
-    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
+    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd).astype(vocab_dtype))
     for layer in range(n_layers):
         prefix = f"blk.{layer}"
         writer.add_tensor(f"{prefix}.attn_norm.weight", norm())
@@ -123,7 +129,7 @@ def _add_tensors(
         writer.add_tensor(f"{prefix}.ffn_up.weight", weight(n_ff, n_embd))
         writer.add_tensor(f"{prefix}.ffn_down.weight", weight(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", norm())
-    writer.add_tensor("output.weight", weight(n_vocab, n_embd))
+    writer.add_tensor("output.weight", weight(n_vocab, n_embd).astype(vocab_dtype))
 
 
 def write_tiny_llama_gguf(
@@ -272,5 +278,45 @@ def write_tiny_rerank_gguf(
     writer.add_tensor("cls.bias", np.zeros(n_embd, dtype=np.float32))
     writer.add_tensor("cls.output.weight", rng.normal(0.0, 0.5, size=(1, n_embd)).astype(np.float32))
     writer.add_tensor("cls.output.bias", np.zeros(1, dtype=np.float32))
+    _finish(writer)
+    return path
+
+
+# What a draft needs from its target to pass the runner's vocabulary check (services/runner/vocab.py)
+# and llama-server's own: every tokenizer.ggml.* key, copied value for value.
+TOKENIZER_PREFIX = "tokenizer.ggml."
+
+
+def _copy_tokenizer(writer: gguf.GGUFWriter, source: gguf.GGUFReader) -> int:
+    """Copy the source's tokenizer keys; returns its vocabulary size."""
+    n_vocab = 0
+    for name, value in source.fields.items():
+        if not name.startswith(TOKENIZER_PREFIX):
+            continue
+        types = value.types
+        sub_type = types[1] if types[0] is gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value.contents(), types[0], sub_type=sub_type)
+        if name == "tokenizer.ggml.tokens":
+            n_vocab = len(value.data)
+    if not n_vocab:
+        raise TinyModelError("the source GGUF has no tokenizer.ggml.tokens")
+    return n_vocab
+
+
+def write_tiny_draft_gguf(
+    path: Path | str, vocabulary_from: Path | str, n_layers: int = 2, n_embd: int = 32, seed: int = 0
+) -> Path:
+    """A random-weight llama that tokenizes exactly like `vocabulary_from` (its tokenizer copied): a
+    draft model llama-server accepts for that target. Its drafts are ~never accepted (random
+    weights); the embedding and output matrices are f16 to keep it far smaller than the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_head, n_ff = 2, 2 * n_embd
+    writer = gguf.GGUFWriter(path, ARCH)
+    _add_metadata(writer, n_layers, n_embd, n_head, n_ff)
+    n_vocab = _copy_tokenizer(writer, gguf.GGUFReader(vocabulary_from))
+    writer.add_vocab_size(n_vocab)
+    _add_tensors(writer, rng, n_layers, n_embd, n_ff, n_vocab, vocab_dtype=np.float16)
     _finish(writer)
     return path

@@ -27,12 +27,15 @@ MODEL = "tiny-llama"
 KEY = f"sk-mesh-{secrets.token_hex(12)}"
 HTTP_TIMEOUT_S = 30.0
 MAX_TOKENS = 4
+PROXY_HOST = "mesh.example.test"  # --allow-host: the name a reverse proxy in front of the node passes on
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Iterator[RunningNode]:
     root = tmp_path_factory.mktemp("api-key")
-    keyed = RunningNode(root / "keyed", free_port(), free_port(), ["--model", str(tiny_gguf)])
+    keyed = RunningNode(
+        root / "keyed", free_port(), free_port(), ["--model", str(tiny_gguf), "--allow-host", PROXY_HOST]
+    )
     # Through the environment, the way agents are configured: the node's processes must not inherit it.
     with pytest.MonkeyPatch.context() as env:
         env.setenv(API_KEY_ENV, KEY)
@@ -107,6 +110,19 @@ def test_a_rebinding_host_is_refused_and_never_gets_the_token(node: RunningNode)
     assert api.status_code == 421 and api.json()["error"]["code"] == "host_not_allowed"
     local = httpx.get(f"{console_root(node)}/api/status", timeout=HTTP_TIMEOUT_S).json()
     assert local["invite_token"] == token and not local["invite_token_hidden"]
+
+
+def test_an_allowed_host_is_served_but_never_shown_the_token(node: RunningNode) -> None:
+    """A reverse proxy named with --allow-host: the API and console answer it; the invite token stays
+    for loopback Hosts (whoever reaches the proxy is not the person at the machine)."""
+    proxied = {"host": PROXY_HOST, "authorization": f"Bearer {KEY}"}
+    models = httpx.get(f"{node.api_base}/models", headers=proxied, timeout=HTTP_TIMEOUT_S)
+    assert models.status_code == 200 and MODEL in [m["id"] for m in models.json()["data"]]
+    status = httpx.get(f"{console_root(node)}/api/status", headers=proxied, timeout=HTTP_TIMEOUT_S)
+    assert status.status_code == 200, status.text
+    assert status.json()["invite_token_hidden"] and node.invite() not in status.text
+    other = httpx.get(f"{node.api_base}/models", headers={**proxied, "host": "x." + PROXY_HOST})
+    assert other.status_code == 421
 
 
 def test_the_consoles_own_chat_works_for_the_person_at_the_machine(node: RunningNode) -> None:

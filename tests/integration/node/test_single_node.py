@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_ready_screen_shows_api_console_model_and_node_id(node: RunningNode) -> 
     assert "mesh1-" in screen  # the invite token
     # What the model is and the context the runner chose (Gemma 3 270M: trained on 32k tokens).
     assert "chat, 32768-token context" in screen
+    # The slots the runner chose for it (services/runner/slots.py: one per 2k tokens, at most 16).
+    assert "32768-token context, 16 at once" in screen
 
 
 def test_models_say_what_each_model_is_and_its_context(node: RunningNode) -> None:
@@ -49,6 +52,7 @@ def test_models_say_what_each_model_is_and_its_context(node: RunningNode) -> Non
         e for e in httpx.get(f"{node.api_base}/models", timeout=10).json()["data"] if e["id"] == MODEL
     )
     assert entry["meshllm"]["kind"] == "chat" and entry["meshllm"]["context_tokens"] == 32768
+    assert entry["meshllm"]["slots"] == 16
 
 
 def test_chat_completion_answers_with_and_without_streaming(node: RunningNode) -> None:
@@ -130,6 +134,7 @@ def test_meshctl_status_shows_services_model_and_process(node: RunningNode) -> N
     for service in ("mesh", "gossip", "placement", "runner", "gateway"):
         assert service in out.stdout
     assert MODEL in out.stdout and "ready" in out.stdout and "32768" in out.stdout
+    assert re.search(r"32768[\s│|]+16[\s│|]", out.stdout), out.stdout  # context, then slots
     plan = subprocess.run(
         [str(meshctl), "--home", str(node.home), "plan"],
         capture_output=True,
@@ -138,6 +143,7 @@ def test_meshctl_status_shows_services_model_and_process(node: RunningNode) -> N
         env=dict(os.environ, COLUMNS="200"),
     )
     assert plan.returncode == 0 and "solo" in plan.stdout and "fits" in plan.stdout
+    assert re.search(r"solo[\s│|]+\S+ [KMG]B[\s│|]+16[\s│|]", plan.stdout), plan.stdout  # role, size, slots
 
 
 def test_killed_llama_server_is_restarted_and_serves_again(node: RunningNode) -> None:
