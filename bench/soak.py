@@ -54,6 +54,7 @@ class Tally:
     ttft_s: list[float] = field(default_factory=list)
     requests: int = 0
     errors: list[tuple[float, str]] = field(default_factory=list)  # (when it failed, what)
+    started_at: dict[float, float] = field(default_factory=dict)  # failure time -> its request's start
 
 
 def node_pids(home: Path) -> list[int]:
@@ -113,23 +114,29 @@ async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, max_token
     }
     started = time.monotonic()
     first = None
+
+    def failed(what: str) -> None:
+        now = time.monotonic()
+        tally.errors.append((now, what))
+        tally.started_at[now] = started
+
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
                 await response.aread()
-                tally.errors.append((time.monotonic(), f"HTTP {response.status_code}: {response.text[:120]}"))
+                failed(f"HTTP {response.status_code}: {response.text[:120]}")
                 return
             async for line in response.aiter_lines():
                 if line.startswith('data: {"error"'):
-                    tally.errors.append((time.monotonic(), line[:160]))
+                    failed(line[:160])
                     return
                 if first is None and line.startswith("data: {"):
                     first = time.monotonic()
             if first is None:
-                tally.errors.append((time.monotonic(), "stream ended without a chunk"))
+                failed("stream ended without a chunk")
                 return
     except httpx.HTTPError as exc:
-        tally.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:160]))
+        failed(f"{type(exc).__name__}: {exc}"[:160])
         return
     tally.requests += 1
     tally.ttft_s.append(first - started)
@@ -154,12 +161,17 @@ async def drive(url: str, streams: int, seconds: float, max_tokens: int) -> Tall
 
 def summarize(tally: Tally, kill_window: tuple[float, float] | None = None) -> dict[str, object]:
     ttft = sorted(tally.ttft_s)
+    # A request is the killed node's if it was in flight when the node died or was sent while the
+    # mesh had not yet seen it go and come back (its start falls in the window, plus SETTLE_S).
     inside = [
         e
         for e in tally.errors
-        if kill_window and kill_window[0] - REQUEST_TIMEOUT_S <= e[0] <= kill_window[1]
+        if kill_window
+        and tally.started_at.get(e[0], e[0]) <= kill_window[1] + SETTLE_S
+        and e[0] >= kill_window[0]
     ]
     outside = [e for e in tally.errors if e not in inside]
+    origin = kill_window[0] if kill_window else 0.0
     result: dict[str, object] = {
         "requests_ok": tally.requests,
         "errors": len(tally.errors),
@@ -167,6 +179,15 @@ def summarize(tally: Tally, kill_window: tuple[float, float] | None = None) -> d
         "ttft_ms_p50": round(statistics.median(ttft) * 1000, 1) if ttft else None,
         "ttft_ms_p99": round(ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] * 1000, 1) if ttft else None,
         "error_samples": sorted({what for _, what in tally.errors})[:5],
+        # Seconds from the kill (or the phase start): when each failed request began and ended.
+        "errors_outside_timeline": [
+            {
+                "started_s": round(tally.started_at.get(t, t) - origin, 1),
+                "failed_s": round(t - origin, 1),
+                "what": what[:100],
+            }
+            for t, what in sorted(outside)[:12]
+        ],
     }
     if kill_window:
         result["errors_in_kill_window"] = len(inside)

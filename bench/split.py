@@ -401,7 +401,10 @@ def node_args(name: str, model: Path, vram_bytes: float, port: int) -> list[str]
 
 
 @contextmanager
-def two_nodes(root: Path, model: Path, rpc_ports: tuple[int, int]) -> Iterator[Split]:
+def two_nodes(
+    root: Path, model: Path, rpc_ports: tuple[int, int], extra: tuple[str, ...] = ()
+) -> Iterator[Split]:
+    """`extra`: more `mesh-llm` flags for both nodes (bench/concurrency.py: --parallel)."""
     from tests.support.node import RunningNode, free_port, wait_until
 
     port_a, port_b = free_node_port(), free_node_port()
@@ -413,7 +416,7 @@ def two_nodes(root: Path, model: Path, rpc_ports: tuple[int, int]) -> Iterator[S
     with ExitStack() as stack:
         links = Links((port_a, port_b), rpc_ports, model, root)
         stack.callback(links.close)
-        a_args = node_args("a", copies["a"], size * HOST_VRAM_FRACTION, port_a)
+        a_args = [*node_args("a", copies["a"], size * HOST_VRAM_FRACTION, port_a), *extra]
         a = RunningNode(root / "a", free_port(), free_port(), a_args)
         stack.callback(a.stop)
         a.start()
@@ -421,7 +424,7 @@ def two_nodes(root: Path, model: Path, rpc_ports: tuple[int, int]) -> Iterator[S
         invite = InviteToken.decode(a.invite())
         # Only A's simulator as the way in (A advertises it anyway; this makes it certain).
         token = InviteToken(invite.mesh_id, invite.secret, (f"{MIRROR_HOST}:{port_a}",)).encode()
-        b_args = [*node_args("b", copies["b"], size * WORKER_VRAM_FRACTION, port_b), "--join", token]
+        b_args = [*node_args("b", copies["b"], size * WORKER_VRAM_FRACTION, port_b), *extra, "--join", token]
         b = RunningNode(root / "b", free_port(), free_port(), b_args)
         stack.callback(b.stop)
         b.start()
