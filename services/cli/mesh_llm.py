@@ -56,7 +56,7 @@ from services.cli.pool_lines import PoolLines
 from services.mesh.addresses import is_loopback_host, only_loopback
 from services.mesh.invite import InvalidToken, InviteToken
 from services.mesh.membership import load_or_create_mesh_files
-from services.node.catalog import DEFAULT_MODEL, ModelNotFound, resolve_model
+from services.node.catalog import DEFAULT_MODEL, ModelDownloadFailed, ModelNotFound, resolve_model
 from services.node.config import (
     API_KEY_ENV,
     DEFAULT_API_PORT,
@@ -75,6 +75,7 @@ from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 from services.runner.binaries import LlamaNotBuilt, find_llama_bin_dir
 
 PROG = "mesh-llm"
+DOWNLOAD_FAILED_EXIT = 1  # as `mesh-llm download`: the partial file is kept for the next try
 READY_TIMEOUT_S = 600.0
 READY_POLL_S = 0.25
 JOIN_SETTLE_S = 5.0
@@ -311,6 +312,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     for spec in args.model:
         try:
             models.append(resolve_model(spec, args.models_dir.expanduser() if args.models_dir else None))
+        except ModelDownloadFailed as exc:  # not a usage mistake: the download went wrong (1, not 2)
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            sys.exit(DOWNLOAD_FAILED_EXIT)
         except ModelNotFound as exc:
             fail(PROG, str(exc))
     draft = ""

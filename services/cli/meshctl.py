@@ -251,7 +251,7 @@ def show_logs(home: NodeHome, service: str, follow: bool) -> None:
     if not path.exists():
         print(f"{PROG}: no log at {path}", file=sys.stderr)
         sys.exit(NODE_DOWN_EXIT)
-    subprocess.run(["tail", "-n", str(LOG_TAIL_LINES), *(["-f"] if follow else []), str(path)], check=False)
+    subprocess.run(["tail", "-n", str(LOG_TAIL_LINES), *(["-F"] if follow else []), str(path)], check=False)
 
 
 def build_parser() -> OneLineArgumentParser:

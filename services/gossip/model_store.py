@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from services.node.catalog import CATALOG, model_name_for_path
 from services.node.config import ModelRequest
+from services.node.hf_names import SPLIT_RE
 
 MODEL_STORE_RESCAN_S = 2.0
 GGUF_SUFFIX = ".gguf"
@@ -67,5 +68,21 @@ def advertised_files(configured: Iterable[ModelRequest], store_paths: Iterable[P
             continue
         names.add(name)
         paths.add(resolved)
-        files.append(StoreFile(name, str(path), stat.st_size, stat.st_mtime_ns))
+        files.append(StoreFile(name, str(path), stat.st_size + _other_parts_bytes(path), stat.st_mtime_ns))
     return files
+
+
+def _other_parts_bytes(first: Path) -> int:
+    """A split GGUF is one model of all its parts: the bytes of parts 2..N beside part 1 (placement
+    plans with the whole), 0 for a single file. Blocking (stats files)."""
+    match = SPLIT_RE.search(first.name)
+    if match is None or int(match["part"]) != 1:
+        return 0
+    stem, count = first.name[: match.start()], int(match["count"])
+    total = 0
+    for part in range(2, count + 1):
+        try:
+            total += first.with_name(f"{stem}-{part:05d}-of-{count:05d}.gguf").stat().st_size
+        except OSError:
+            continue  # a part still downloading: llama.cpp will say what is missing
+    return total

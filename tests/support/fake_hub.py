@@ -12,7 +12,9 @@ It speaks the parts of the Hub's HTTP protocol `huggingface_hub` uses, as the Hu
 
 Faults for tests: `cut_after_bytes` (the next CDN transfer sends that many bytes and drops the
 connection; with `down_after_cut` an outage follows), `outage` (every CDN request is dropped before
-a response), `chunk_delay_s` (a slow link). Every request is recorded.
+a response), `chunk_delay_s` (a slow link), `stall_after_bytes` (the next CDN transfer sends that
+many bytes and then waits, sending nothing, until `release` is set: a download that is certainly
+in flight when a test interrupts it). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SEND_CHUNK_BYTES = 1 << 16
+STALL_RELEASE_TIMEOUT_S = 60.0  # a stalled transfer resumes by itself after this, whatever the test did
 
 
 @dataclass
@@ -53,6 +56,8 @@ class HubState:
     down_after_cut: bool = False  # after the cut, an outage begins (no retry gets anywhere)
     outage: bool = False
     chunk_delay_s: float = 0.0  # a slow link: the CDN sleeps this long after every chunk it sends
+    stall_after_bytes: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     blobs: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     cdn_url: str = ""
@@ -178,7 +183,13 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             cut, self.state.cut_after_bytes = self.state.cut_after_bytes, None
         limit = len(body) if cut is None else min(cut, len(body))
+        with self.state.lock:
+            stall, self.state.stall_after_bytes = self.state.stall_after_bytes, None
         for offset in range(0, limit, SEND_CHUNK_BYTES):
+            if stall is not None and offset >= stall:
+                self.wfile.flush()
+                self.state.release.wait(STALL_RELEASE_TIMEOUT_S)
+                stall = None
             self.wfile.write(body[offset : min(offset + SEND_CHUNK_BYTES, limit)])
             if self.state.chunk_delay_s:
                 time.sleep(self.state.chunk_delay_s)

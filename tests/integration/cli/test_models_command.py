@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from services.runner.binaries import BIN_DIR_ENV
 from tests.support.fake_hub import FakeHub
 from tests.support.node import RunningNode, free_port, wait_until
 from tests.support.tiny_gguf import write_tiny_llama_gguf
@@ -36,8 +37,11 @@ def tiny_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture
-def hub(tiny_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """The fake Hub, and this process's environment pointing at it (nodes inherit it)."""
+def hub(
+    tiny_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llama_bin_dir: Path
+) -> Iterator[FakeHub]:
+    """The fake Hub, and this process's environment pointing at it (nodes inherit it). The cache
+    is the test's own (its model store), so the nodes are told where the pinned build is."""
     with FakeHub() as fake:
         fake.add_repo(REPO, {f"{MODEL}.gguf": tiny_bytes, "Tiny-Q8_0.gguf": tiny_bytes + b"\0"})
         for key in [k for k in os.environ if k.startswith("HF_")]:
@@ -45,6 +49,7 @@ def hub(tiny_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         monkeypatch.setenv("MESH_LLM_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv(BIN_DIR_ENV, str(llama_bin_dir))
         yield fake
 
 
