@@ -73,7 +73,7 @@ run: install
 
 test: install browser netns-tools systemd-tools agents lint
 	$(PY) protos/generate.py --check
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=30 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/gateway_overhead.py
