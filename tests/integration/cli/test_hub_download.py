@@ -178,6 +178,14 @@ def test_a_cut_download_fails_in_one_line_keeps_the_partial_and_resumes(
     assert not partial.exists()
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl-C reaches a command run from a terminal with SIGINT's default action. A test run started
+    in the background by a non-interactive shell (`make test &`, CI) has SIGINT ignored, and children
+    inherit that (Python then installs no KeyboardInterrupt at all): give the CLI what a terminal does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_keeps_the_partial_and_the_next_run_resumes(
     env: dict[str, str], hub: FakeHub, tmp_path: Path
 ) -> None:
@@ -194,10 +202,12 @@ def test_ctrl_c_keeps_the_partial_and_the_next_run_resumes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     deadline = time.monotonic() + DOWNLOAD_TIMEOUT_S
     while not (partial.exists() and partial.stat().st_size >= 10 * MIB) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert partial.exists() and partial.stat().st_size >= 10 * MIB, "the stalled transfer never wrote 10 MiB"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=DOWNLOAD_TIMEOUT_S)
     assert proc.returncode == 130
