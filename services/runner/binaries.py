@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.node.devices import DeviceError, list_devices
 from services.runner.commands import BINARIES
 
 BIN_DIR_ENV = "MESH_LLM_LLAMA_BIN"
@@ -67,25 +68,15 @@ def find_llama_bin_dir(configured: str = "") -> Path:
     return bin_dir
 
 
-OFFLOAD_DEVICES_TIMEOUT_S = 20.0
-
-
 @functools.cache
 def has_offload_device(bin_dir: Path) -> bool:
     """Whether this build's llama-server sees a local GPU (CUDA, Metal, Vulkan) to put layers on.
 
     Decides how a split host is told its own share: a GPU is a device in --tensor-split, while a
-    CPU-only host keeps the layers -ngl leaves behind (see commands.split_args). Blocking.
+    CPU-only host keeps the layers -ngl leaves behind (see commands.split_args). Blocking, once per
+    build (services/node/devices.py runs and parses `--list-devices`).
     """
     try:
-        result = subprocess.run(
-            [str(bin_dir / "llama-server"), "--list-devices"],
-            capture_output=True,
-            text=True,
-            timeout=OFFLOAD_DEVICES_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return bool(list_devices(bin_dir))
+    except DeviceError:
         return False
-    _, marker, listed = result.stdout.partition("Available devices:")
-    return bool(marker) and any(line.strip() and line.strip() != "(none)" for line in listed.splitlines())
