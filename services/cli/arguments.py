@@ -116,6 +116,17 @@ def parallel_slots(text: str) -> int:
     return value
 
 
+def max_output_tokens(text: str) -> int:
+    """--max-output-tokens: the cap for a request that names none, 0 for none."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no cap) or more tokens")
+    return value
+
+
 def speculation_mode(text: str) -> str:
     """--speculation: auto, draft, ngram or off."""
     if not text.strip():

@@ -27,6 +27,7 @@ from services.cli.arguments import (
     fail,
     host_port,
     ip_address,
+    max_output_tokens,
     parallel_slots,
     port_number,
     positive_count,
@@ -195,6 +196,14 @@ def build_parser() -> OneLineArgumentParser:
         "(default 0: 4-16, from the context)",
     )
     parser.add_argument(
+        "--max-output-tokens",
+        type=max_output_tokens,
+        default=0,
+        metavar="N",
+        help="stop a response after N tokens when its request names no cap (agents that send "
+        "none); a request's own max_tokens is kept (default 0: no cap, up to the context)",
+    )
+    parser.add_argument(
         "--speculation",
         type=speculation_mode,
         default="auto",
@@ -352,6 +361,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         log_format=args.log_format,
         context_size=args.ctx_size,
         parallel_slots=args.parallel,
+        max_output_tokens=args.max_output_tokens,
         device=device,
         speculation=args.speculation,
         draft=draft,

@@ -305,6 +305,7 @@ class PlacementController:
             budgets,
             self._config.device,
             self._config.parallel_slots,
+            self._config.max_output_tokens,
         )
         desired = with_speculation(desired, self._config.speculation, self._drafts)
         if desired != self._desired:

@@ -68,6 +68,7 @@ def desired_processes(
     budgets: Mapping[str, int] | None = None,
     device: str = "",
     parallel_slots: int = 0,
+    max_output_tokens: int = 0,
 ) -> list[runner_pb2.ProcessSpec]:
     """The runner's desired set.
 
@@ -78,6 +79,7 @@ def desired_processes(
     (memory_budgets: by model, the memory its llama-server may use beyond the weights).
     `device`: --device, for every process (the llama.cpp device(s) it may use).
     `parallel_slots`: --parallel, for every llama-server; 0 for the runner to choose from the context.
+    `max_output_tokens`: --max-output-tokens, for every llama-server; 0 for none.
     """
     endpoints = rpc_endpoints or {}
     memory = budgets or {}
@@ -105,6 +107,7 @@ def desired_processes(
         spec.device = device
         if spec.kind == runner_pb2.PROCESS_KIND_LLAMA_SERVER:
             spec.parallel_slots = parallel_slots
+            spec.max_output_tokens = max_output_tokens
     return sorted(specs, key=lambda spec: spec.key)
 
 

@@ -167,6 +167,9 @@ def llama_server_argv(
     if whole_input_batches(traits):
         argv += ["-b", str(context), "-ub", str(context)]
     argv += slot_args(traits, layout)
+    if spec.max_output_tokens > 0 and traits.kind is ModelKind.CHAT:
+        # llama-server applies -n only where a request names no cap of its own.
+        argv += ["-n", str(spec.max_output_tokens)]
     if spec.model:
         argv += ["--alias", spec.model]
     if spec.rpc_endpoints:

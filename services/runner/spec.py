@@ -56,6 +56,7 @@ class ProcessSpec:
     parallel_slots: int = 0  # llama-server -np; 0: the runner chooses (slots.py)
     device: str = ""  # --device, as llama.cpp names it ("CPU": no offload); empty: its default
     speculation: str = ""  # llama-server: auto (also ""), draft, ngram, off (speculation.py)
+    max_output_tokens: int = 0  # llama-server -n: the cap for requests naming none; 0: none
 
     @classmethod
     def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
@@ -72,6 +73,8 @@ class ProcessSpec:
             raise InvalidSpec(f"{message.key}: memory_budget_bytes must not be negative")
         if message.parallel_slots < 0:
             raise InvalidSpec(f"{message.key}: parallel_slots must not be negative")
+        if message.max_output_tokens < 0:
+            raise InvalidSpec(f"{message.key}: max_output_tokens must not be negative")
         try:
             parse_mode(message.speculation)
         except SpeculationError as exc:
@@ -91,6 +94,7 @@ class ProcessSpec:
             parallel_slots=message.parallel_slots,
             device=message.device,
             speculation=message.speculation,
+            max_output_tokens=message.max_output_tokens,
         )
 
     def to_proto(self) -> runner_pb2.ProcessSpec:
@@ -109,6 +113,7 @@ class ProcessSpec:
             parallel_slots=self.parallel_slots,
             device=self.device,
             speculation=self.speculation,
+            max_output_tokens=self.max_output_tokens,
         )
 
 

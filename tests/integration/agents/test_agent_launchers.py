@@ -28,7 +28,10 @@ Vendor traffic turned off with the agents' own switches (nothing else stubbed):
 - Claude Code: CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1, which the launcher itself sets.
 Output caps where the agent has one: opencode OPENCODE_EXPERIMENTAL_OUTPUT_TOKEN_MAX; pi reads the
 window the launcher writes and a user's compaction.reserveTokens (its default 16384 would compact
-after every turn of an 8k model).
+after every turn of an 8k model). codex has no output cap setting and sends none: SmolLM2 once
+answered "Say hi." with text running towards the end of its context (past the 240 s turn), so the
+node runs with `--max-output-tokens` (MAX_OUTPUT_TOKENS), as a user pointing agents at a small model
+would; a request's own cap (opencode's, Claude Code's) is kept, which a test here checks.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from tests.support.node import RunningNode, free_port
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 TURN_TIMEOUT_S = 240.0
+MAX_OUTPUT_TOKENS = 96
 PROMPT = "Say hi."
 BRIEF = "You are a helpful assistant. Answer in one short sentence."
 OPENCODE_OUTPUT_TOKENS = 32
@@ -149,7 +153,10 @@ class Launched:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[RunningNode]:
     running = RunningNode(
-        tmp_path_factory.mktemp("agents-node"), free_port(), free_port(), ["--model", str(smollm2_path)]
+        tmp_path_factory.mktemp("agents-node"),
+        free_port(),
+        free_port(),
+        ["--model", str(smollm2_path), "--max-output-tokens", str(MAX_OUTPUT_TOKENS)],
     ).start()
     try:
         running.wait_ready([model_name_for_path(smollm2_path)])
@@ -199,6 +206,25 @@ def turns(
     with ThreadPoolExecutor(len(CASES)) as pool:
         futures = {name: pool.submit(_launch, case, model, node, root) for name, case in CASES.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+def test_the_nodes_output_cap_ends_only_requests_that_name_none(
+    node: RunningNode, smollm2_path: Path
+) -> None:
+    model = model_name_for_path(smollm2_path)
+    story = "Write a very long story about a lighthouse keeper, chapter by chapter."
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": story}],
+        "temperature": 0,
+        "ignore_eos": True,  # llama-server: only a cap ends it
+    }
+    url = f"{node.api_base}/chat/completions"
+    capless = node.http("POST", url, json=body, timeout=120).json()
+    assert capless["usage"]["completion_tokens"] == MAX_OUTPUT_TOKENS, capless
+    assert capless["choices"][0]["finish_reason"] == "length", capless
+    own = node.http("POST", url, json={**body, "max_tokens": MAX_OUTPUT_TOKENS + 24}, timeout=120).json()
+    assert own["usage"]["completion_tokens"] == MAX_OUTPUT_TOKENS + 24, own
 
 
 @pytest.mark.parametrize("agent", list(CASES))
