@@ -60,6 +60,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # tests.support is not installed with the project
 
 from services.runner.commands import build_argv  # noqa: E402
+from services.runner.cpu_cores import physical_cores  # noqa: E402
 from services.runner.gguf_meta import read_model_traits  # noqa: E402
 from services.runner.spec import ProcessKind, ProcessSpec  # noqa: E402
 
@@ -240,7 +241,7 @@ def solo_server(
         draft_model_path=draft,
     )
     port = free_tcp_port()
-    argv = build_argv(spec, bin_dir, port, os.cpu_count() or 1, read_model_traits(model))
+    argv = build_argv(spec, bin_dir, port, physical_cores(), read_model_traits(model))
     process = Spawned(argv, log)
     try:
         wait_healthy(port, process.alive)

@@ -127,6 +127,21 @@ def max_output_tokens(text: str) -> int:
     return value
 
 
+# No machine llama.cpp runs on has more cores than this; a bigger number is a typo.
+MAX_THREADS = 1024
+
+
+def thread_count(text: str) -> int:
+    """--threads: llama.cpp threads per process, 0 for one per physical core."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if not 0 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be 0 (one per physical core) to {MAX_THREADS}")
+    return value
+
+
 def speculation_mode(text: str) -> str:
     """--speculation: auto, draft, ngram or off."""
     if not text.strip():

@@ -34,6 +34,7 @@ from services.cli.arguments import (
     positive_gb,
     positive_seconds,
     speculation_mode,
+    thread_count,
 )
 from services.cli.discover import (
     AutoDecision,
@@ -204,6 +205,13 @@ def build_parser() -> OneLineArgumentParser:
         "none); a request's own max_tokens is kept (default 0: no cap, up to the context)",
     )
     parser.add_argument(
+        "--threads",
+        type=thread_count,
+        default=0,
+        metavar="N",
+        help="llama.cpp threads for each llama-server and rpc-server (default 0: one per physical core)",
+    )
+    parser.add_argument(
         "--speculation",
         type=speculation_mode,
         default="auto",
@@ -362,6 +370,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         context_size=args.ctx_size,
         parallel_slots=args.parallel,
         max_output_tokens=args.max_output_tokens,
+        threads=args.threads,
         device=device,
         speculation=args.speculation,
         draft=draft,

@@ -75,6 +75,7 @@ class NodeConfig:
     context_size: int = 0  # tokens per llama-server (--ctx-size); 0: the runner sizes it per model
     parallel_slots: int = 0  # requests each llama-server decodes at once (--parallel); 0: the runner's choice
     max_output_tokens: int = 0  # --max-output-tokens: the cap for requests that name none; 0: none
+    threads: int = 0  # --threads: llama.cpp threads per process; 0: one per physical core
     # --device: the llama.cpp device(s) llama-server and rpc-server use (services/node/devices.py);
     # empty: llama.cpp's default, every GPU it sees.
     device: str = ""

@@ -306,6 +306,7 @@ class PlacementController:
             self._config.device,
             self._config.parallel_slots,
             self._config.max_output_tokens,
+            self._config.threads,
         )
         desired = with_speculation(desired, self._config.speculation, self._drafts)
         if desired != self._desired:

@@ -69,6 +69,7 @@ def desired_processes(
     device: str = "",
     parallel_slots: int = 0,
     max_output_tokens: int = 0,
+    threads: int = 0,
 ) -> list[runner_pb2.ProcessSpec]:
     """The runner's desired set.
 
@@ -80,6 +81,7 @@ def desired_processes(
     `device`: --device, for every process (the llama.cpp device(s) it may use).
     `parallel_slots`: --parallel, for every llama-server; 0 for the runner to choose from the context.
     `max_output_tokens`: --max-output-tokens, for every llama-server; 0 for none.
+    `threads`: --threads, for every process; 0 for one per physical core.
     """
     endpoints = rpc_endpoints or {}
     memory = budgets or {}
@@ -105,6 +107,7 @@ def desired_processes(
             )
     for spec in specs:
         spec.device = device
+        spec.threads = threads
         if spec.kind == runner_pb2.PROCESS_KIND_LLAMA_SERVER:
             spec.parallel_slots = parallel_slots
             spec.max_output_tokens = max_output_tokens

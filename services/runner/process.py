@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 import time
@@ -18,6 +17,7 @@ from services.runner import commands, failure, gguf_meta, health, launch
 from services.runner.backoff import RestartBackoff
 from services.runner.binaries import LlamaNotBuilt, has_offload_device
 from services.runner.context_size import prompt_cache_mib
+from services.runner.cpu_cores import physical_cores
 from services.runner.pidfile import PidRegistry, kill_group
 from services.runner.process_log import ProcessLog
 from services.runner.slots import choose_layout
@@ -30,6 +30,7 @@ log = logging.getLogger("runner.process")
 STOP_GRACE_S = 5.0
 KILL_WAIT_S = 5.0
 API_KEY_BYTES = 32  # of randomness in each llama-server's key
+CORES = physical_cores()  # read once: the topology does not change while the runner lives
 
 
 class LaunchError(Exception):
@@ -193,8 +194,7 @@ class SupervisedProcess:
         on_gpu = await asyncio.to_thread(has_offload_device, bin_dir) and not is_cpu_only(self.spec.device)
         local_gpu = bool(self.spec.rpc_endpoints) and on_gpu
         speculation = await self._speculation(traits, on_gpu)
-        cpus = os.cpu_count() or 1
-        return commands.build_argv(self.spec, bin_dir, port, cpus, traits, local_gpu, speculation)
+        return commands.build_argv(self.spec, bin_dir, port, CORES, traits, local_gpu, speculation)
 
     async def _speculation(self, traits: gguf_meta.ModelTraits | None, on_gpu: bool) -> Speculation | None:
         """Decided at every start, the draft's vocabulary and size checked against the model's

@@ -57,6 +57,7 @@ class ProcessSpec:
     device: str = ""  # --device, as llama.cpp names it ("CPU": no offload); empty: its default
     speculation: str = ""  # llama-server: auto (also ""), draft, ngram, off (speculation.py)
     max_output_tokens: int = 0  # llama-server -n: the cap for requests naming none; 0: none
+    threads: int = 0  # -t; 0: one per physical core (cpu_cores.py)
 
     @classmethod
     def from_proto(cls, message: runner_pb2.ProcessSpec) -> ProcessSpec:
@@ -75,6 +76,8 @@ class ProcessSpec:
             raise InvalidSpec(f"{message.key}: parallel_slots must not be negative")
         if message.max_output_tokens < 0:
             raise InvalidSpec(f"{message.key}: max_output_tokens must not be negative")
+        if message.threads < 0:
+            raise InvalidSpec(f"{message.key}: threads must not be negative")
         try:
             parse_mode(message.speculation)
         except SpeculationError as exc:
@@ -95,6 +98,7 @@ class ProcessSpec:
             device=message.device,
             speculation=message.speculation,
             max_output_tokens=message.max_output_tokens,
+            threads=message.threads,
         )
 
     def to_proto(self) -> runner_pb2.ProcessSpec:
@@ -114,6 +118,7 @@ class ProcessSpec:
             device=self.device,
             speculation=self.speculation,
             max_output_tokens=self.max_output_tokens,
+            threads=self.threads,
         )
 
 

@@ -16,6 +16,7 @@ import httpx
 
 from services.proto.meshllm.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from services.runner.commands import default_threads
+from services.runner.cpu_cores import physical_cores
 from tests.support.node import RunningNode, accepts, free_port, wait_until
 
 STOCK_START_TIMEOUT_S = 120.0
@@ -64,7 +65,7 @@ def stock_split(host: RunningNode, bin_dir: Path, log_dir: Path) -> Iterator[str
         ports = []
         for index, _ in enumerate(endpoints):
             port = free_port()
-            threads = str(default_threads(os.cpu_count() or 1))
+            threads = str(default_threads(physical_cores()))
             command = [str(bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port), "-t", threads]
             with (log_dir / f"stock-rpc-{index}.log").open("wb") as log:
                 processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))

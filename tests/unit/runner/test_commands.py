@@ -39,7 +39,7 @@ def flag_value(argv: list[str], flag: str) -> str:
 
 
 def test_llama_server_basics() -> None:
-    argv = build_argv(llama_spec(context_size=2048), BIN, port=4321, cpu_count=8)
+    argv = build_argv(llama_spec(context_size=2048), BIN, port=4321, cores=4)
     assert argv[0] == "/opt/llama/bin/llama-server"
     assert flag_value(argv, "-m") == "/models/tiny.gguf"
     assert flag_value(argv, "--host") == "127.0.0.1"
@@ -52,12 +52,12 @@ def test_llama_server_basics() -> None:
 
 
 def test_default_context_size() -> None:
-    argv = build_argv(llama_spec(), BIN, port=1, cpu_count=2)
+    argv = build_argv(llama_spec(), BIN, port=1, cores=2)
     assert flag_value(argv, "-c") == str(DEFAULT_CONTEXT_SIZE_TOKENS)
 
 
 def test_no_split_flags_for_a_solo_server() -> None:
-    argv = build_argv(llama_spec(), BIN, port=1, cpu_count=2)
+    argv = build_argv(llama_spec(), BIN, port=1, cores=2)
     for flag in ("--rpc", "--tensor-split", "--model-draft"):
         assert flag not in argv
 
@@ -67,7 +67,7 @@ SPLIT_ENDPOINTS = ("127.0.0.1:5001", "127.0.0.1:5002")
 
 def test_split_host_with_a_gpu_lists_every_share_and_offloads_all_layers() -> None:
     spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS, tensor_split=(0.25, 0.25, 0.5))
-    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("llama", True, 18), local_gpu=True)
+    argv = build_argv(spec, BIN, port=1, cores=2, traits=ModelTraits("llama", True, 18), local_gpu=True)
     assert flag_value(argv, "--rpc") == "127.0.0.1:5001,127.0.0.1:5002"
     assert flag_value(argv, "--tensor-split") == "0.25,0.25,0.5"
     assert flag_value(argv, "-ngl") == "999"
@@ -76,7 +76,7 @@ def test_split_host_with_a_gpu_lists_every_share_and_offloads_all_layers() -> No
 def test_cpu_only_split_host_keeps_its_share_by_layer_count() -> None:
     """Half the layers on two workers: 18 layers → 9 offloaded, split 1:1 between the workers."""
     spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS, tensor_split=(0.25, 0.25, 0.5))
-    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("gemma3", True, 18))
+    argv = build_argv(spec, BIN, port=1, cores=2, traits=ModelTraits("gemma3", True, 18))
     assert flag_value(argv, "-ngl") == "10"  # 9 repeating layers, and the output layer...
     assert flag_value(argv, "-ot") == r"^(token_embd|output)\.weight$=CPU"  # ...whose weights stay here
     assert flag_value(argv, "--tensor-split") == "0.25,0.25"
@@ -85,9 +85,9 @@ def test_cpu_only_split_host_keeps_its_share_by_layer_count() -> None:
 def test_split_host_saves_no_prompt_cache_or_checkpoints() -> None:
     """Each would read KV back over RPC: dozens of blocking round trips per request."""
     spec = llama_spec(rpc_endpoints=SPLIT_ENDPOINTS[:1], tensor_split=(0.5, 0.5))
-    argv = build_argv(spec, BIN, port=1, cpu_count=2, traits=ModelTraits("llama", True, 4))
+    argv = build_argv(spec, BIN, port=1, cores=2, traits=ModelTraits("llama", True, 4))
     assert flag_value(argv, "--cache-ram") == "0" and flag_value(argv, "--ctx-checkpoints") == "0"
-    assert flag_value(build_argv(llama_spec(), BIN, port=1, cpu_count=2), "--cache-ram") != "0"
+    assert flag_value(build_argv(llama_spec(), BIN, port=1, cores=2), "--cache-ram") != "0"
 
 
 @pytest.mark.parametrize(
@@ -109,29 +109,29 @@ def test_split_shares_must_match_the_endpoints() -> None:
 
 
 def test_draft_model() -> None:
-    argv = build_argv(llama_spec(draft_model_path="/models/draft.gguf"), BIN, port=1, cpu_count=2)
+    argv = build_argv(llama_spec(draft_model_path="/models/draft.gguf"), BIN, port=1, cores=2)
     assert flag_value(argv, "--model-draft") == "/models/draft.gguf"
 
 
 def test_extra_args_come_last_so_they_override() -> None:
-    argv = build_argv(llama_spec(extra_args=("-t", "7", "-ngl", "12")), BIN, port=1, cpu_count=2)
+    argv = build_argv(llama_spec(extra_args=("-t", "7", "-ngl", "12")), BIN, port=1, cores=2)
     assert argv[-4:] == ["-t", "7", "-ngl", "12"]
 
 
 def test_rpc_server_binds_loopback_only() -> None:
     spec = ProcessSpec(key="rpc-server/tiny", kind=ProcessKind.RPC_SERVER, model="tiny")
-    argv = build_argv(spec, BIN, port=5050, cpu_count=16)
-    assert argv == ["/opt/llama/bin/ggml-rpc-server", "-H", "127.0.0.1", "-p", "5050", "-t", "8"]
+    argv = build_argv(spec, BIN, port=5050, cores=16)
+    assert argv == ["/opt/llama/bin/ggml-rpc-server", "-H", "127.0.0.1", "-p", "5050", "-t", "16"]
 
 
 def test_rpc_server_extra_args() -> None:
     spec = ProcessSpec(key="rpc", kind=ProcessKind.RPC_SERVER, extra_args=("-c",))
-    assert build_argv(spec, BIN, port=1, cpu_count=2)[-1] == "-c"
+    assert build_argv(spec, BIN, port=1, cores=2)[-1] == "-c"
 
 
-@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
-def test_default_threads(cpus: int, threads: int) -> None:
-    assert default_threads(cpus) == threads
+@pytest.mark.parametrize(("cores", "threads"), [(0, 1), (1, 1), (2, 2), (16, 16)])
+def test_one_thread_per_physical_core(cores: int, threads: int) -> None:
+    assert default_threads(cores) == threads
 
 
 def test_model_with_a_tool_aware_template_of_its_own_keeps_it() -> None:

@@ -19,7 +19,7 @@ def argv_for(
     spec = ProcessSpec(
         key="llama-server/m", kind=ProcessKind.LLAMA_SERVER, model="m", model_path="/m.gguf", **fields
     )  # type: ignore[arg-type]
-    return build_argv(spec, BIN, port=1, cpu_count=2, traits=traits, speculation=decided)
+    return build_argv(spec, BIN, port=1, cores=2, traits=traits, speculation=decided)
 
 
 def test_off_passes_no_speculation_flag() -> None:

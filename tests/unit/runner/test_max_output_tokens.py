@@ -56,10 +56,10 @@ def test_placement_gives_the_cap_to_llama_servers_only() -> None:
 
 
 def test_llama_server_runs_with_n_only_when_a_cap_is_set() -> None:
-    assert predict_flags(build_argv(spec(300), BIN, port=1, cpu_count=2, traits=CHAT)) == ["300"]
-    assert predict_flags(build_argv(spec(0), BIN, port=1, cpu_count=2, traits=CHAT)) == []
+    assert predict_flags(build_argv(spec(300), BIN, port=1, cores=2, traits=CHAT)) == ["300"]
+    assert predict_flags(build_argv(spec(0), BIN, port=1, cores=2, traits=CHAT)) == []
     # An embedding model generates nothing to cap.
-    assert predict_flags(build_argv(spec(300), BIN, port=1, cpu_count=2, traits=EMBEDDING)) == []
+    assert predict_flags(build_argv(spec(300), BIN, port=1, cores=2, traits=EMBEDDING)) == []
 
 
 def test_the_cap_survives_the_runner_contract_and_a_negative_one_is_refused() -> None:

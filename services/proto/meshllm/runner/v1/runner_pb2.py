@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeshllm/runner/v1/runner.proto\x12\x11meshllm.runner.v1\"\xe7\x02\n\x0bProcessSpec\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.meshllm.runner.v1.ProcessKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_path\x18\x04 \x01(\t\x12\x15\n\rrpc_endpoints\x18\x05 \x03(\t\x12\x14\n\x0ctensor_split\x18\x06 \x03(\x01\x12\x14\n\x0c\x63ontext_size\x18\x07 \x01(\x05\x12\x12\n\nextra_args\x18\x08 \x03(\t\x12\x18\n\x10\x64raft_model_path\x18\t \x01(\t\x12\x14\n\x0chost_node_id\x18\n \x01(\t\x12\x1b\n\x13memory_budget_bytes\x18\x0b \x01(\x03\x12\x13\n\x0bspeculation\x18\x0c \x01(\t\x12\x16\n\x0eparallel_slots\x18\r \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\x19\n\x11max_output_tokens\x18\x0f \x01(\x05\"\xad\x03\n\rProcessStatus\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.meshllm.runner.v1.ProcessSpec\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.meshllm.runner.v1.ProcessState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x10\n\x08restarts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x1a\n\x12state_since_unix_s\x18\x08 \x01(\x01\x12\x30\n\nmodel_kind\x18\t \x01(\x0e\x32\x1c.meshllm.runner.v1.ModelKind\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\x05\x12\x1e\n\x16trained_context_tokens\x18\x0b \x01(\x05\x12\x0f\n\x07\x61pi_key\x18\x0c \x01(\t\x12\r\n\x05slots\x18\x0e \x01(\x05\x12\x13\n\x0bspeculation\x18\r \x01(\t\x12\x18\n\x10\x64raft_model_path\x18\x0f \x01(\t\x12\x1a\n\x12speculation_reason\x18\x10 \x01(\t\"W\n\x0cRunnerStatus\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x33\n\tprocesses\x18\x02 \x03(\x0b\x32 .meshllm.runner.v1.ProcessStatus\"A\n\x0c\x41pplyRequest\x12\x31\n\tprocesses\x18\x01 \x03(\x0b\x32\x1e.meshllm.runner.v1.ProcessSpec\"\x12\n\x10GetStatusRequest\"\x0e\n\x0cWatchRequest*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x12\x15\n\x11MODEL_KIND_RERANK\x10\x03*g\n\x0bProcessKind\x12\x1c\n\x18PROCESS_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESS_KIND_LLAMA_SERVER\x10\x01\x12\x1b\n\x17PROCESS_KIND_RPC_SERVER\x10\x02*\xb3\x01\n\x0cProcessState\x12\x1d\n\x19PROCESS_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROCESS_STATE_STARTING\x10\x01\x12\x17\n\x13PROCESS_STATE_READY\x10\x02\x12\x19\n\x15PROCESS_STATE_BACKOFF\x10\x03\x12\x1a\n\x16PROCESS_STATE_STOPPING\x10\x04\x12\x18\n\x14PROCESS_STATE_FAILED\x10\x05\x32\xf3\x01\n\x06Runner\x12I\n\x05\x41pply\x12\x1f.meshllm.runner.v1.ApplyRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus\x12Q\n\tGetStatus\x12#.meshllm.runner.v1.GetStatusRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus\x12K\n\x05Watch\x12\x1f.meshllm.runner.v1.WatchRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeshllm/runner/v1/runner.proto\x12\x11meshllm.runner.v1\"\xf8\x02\n\x0bProcessSpec\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.meshllm.runner.v1.ProcessKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_path\x18\x04 \x01(\t\x12\x15\n\rrpc_endpoints\x18\x05 \x03(\t\x12\x14\n\x0ctensor_split\x18\x06 \x03(\x01\x12\x14\n\x0c\x63ontext_size\x18\x07 \x01(\x05\x12\x12\n\nextra_args\x18\x08 \x03(\t\x12\x18\n\x10\x64raft_model_path\x18\t \x01(\t\x12\x14\n\x0chost_node_id\x18\n \x01(\t\x12\x1b\n\x13memory_budget_bytes\x18\x0b \x01(\x03\x12\x13\n\x0bspeculation\x18\x0c \x01(\t\x12\x16\n\x0eparallel_slots\x18\r \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\x19\n\x11max_output_tokens\x18\x0f \x01(\x05\x12\x0f\n\x07threads\x18\x10 \x01(\x05\"\xad\x03\n\rProcessStatus\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.meshllm.runner.v1.ProcessSpec\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.meshllm.runner.v1.ProcessState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x10\n\x08restarts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x1a\n\x12state_since_unix_s\x18\x08 \x01(\x01\x12\x30\n\nmodel_kind\x18\t \x01(\x0e\x32\x1c.meshllm.runner.v1.ModelKind\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\x05\x12\x1e\n\x16trained_context_tokens\x18\x0b \x01(\x05\x12\x0f\n\x07\x61pi_key\x18\x0c \x01(\t\x12\r\n\x05slots\x18\x0e \x01(\x05\x12\x13\n\x0bspeculation\x18\r \x01(\t\x12\x18\n\x10\x64raft_model_path\x18\x0f \x01(\t\x12\x1a\n\x12speculation_reason\x18\x10 \x01(\t\"W\n\x0cRunnerStatus\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x33\n\tprocesses\x18\x02 \x03(\x0b\x32 .meshllm.runner.v1.ProcessStatus\"A\n\x0c\x41pplyRequest\x12\x31\n\tprocesses\x18\x01 \x03(\x0b\x32\x1e.meshllm.runner.v1.ProcessSpec\"\x12\n\x10GetStatusRequest\"\x0e\n\x0cWatchRequest*m\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x12\x15\n\x11MODEL_KIND_RERANK\x10\x03*g\n\x0bProcessKind\x12\x1c\n\x18PROCESS_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESS_KIND_LLAMA_SERVER\x10\x01\x12\x1b\n\x17PROCESS_KIND_RPC_SERVER\x10\x02*\xb3\x01\n\x0cProcessState\x12\x1d\n\x19PROCESS_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROCESS_STATE_STARTING\x10\x01\x12\x17\n\x13PROCESS_STATE_READY\x10\x02\x12\x19\n\x15PROCESS_STATE_BACKOFF\x10\x03\x12\x1a\n\x16PROCESS_STATE_STOPPING\x10\x04\x12\x18\n\x14PROCESS_STATE_FAILED\x10\x05\x32\xf3\x01\n\x06Runner\x12I\n\x05\x41pply\x12\x1f.meshllm.runner.v1.ApplyRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus\x12Q\n\tGetStatus\x12#.meshllm.runner.v1.GetStatusRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus\x12K\n\x05Watch\x12\x1f.meshllm.runner.v1.WatchRequest\x1a\x1f.meshllm.runner.v1.RunnerStatus0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshllm.runner.v1.runner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=1039
-  _globals['_MODELKIND']._serialized_end=1148
-  _globals['_PROCESSKIND']._serialized_start=1150
-  _globals['_PROCESSKIND']._serialized_end=1253
-  _globals['_PROCESSSTATE']._serialized_start=1256
-  _globals['_PROCESSSTATE']._serialized_end=1435
+  _globals['_MODELKIND']._serialized_start=1056
+  _globals['_MODELKIND']._serialized_end=1165
+  _globals['_PROCESSKIND']._serialized_start=1167
+  _globals['_PROCESSKIND']._serialized_end=1270
+  _globals['_PROCESSSTATE']._serialized_start=1273
+  _globals['_PROCESSSTATE']._serialized_end=1452
   _globals['_PROCESSSPEC']._serialized_start=54
-  _globals['_PROCESSSPEC']._serialized_end=413
-  _globals['_PROCESSSTATUS']._serialized_start=416
-  _globals['_PROCESSSTATUS']._serialized_end=845
-  _globals['_RUNNERSTATUS']._serialized_start=847
-  _globals['_RUNNERSTATUS']._serialized_end=934
-  _globals['_APPLYREQUEST']._serialized_start=936
-  _globals['_APPLYREQUEST']._serialized_end=1001
-  _globals['_GETSTATUSREQUEST']._serialized_start=1003
-  _globals['_GETSTATUSREQUEST']._serialized_end=1021
-  _globals['_WATCHREQUEST']._serialized_start=1023
-  _globals['_WATCHREQUEST']._serialized_end=1037
-  _globals['_RUNNER']._serialized_start=1438
-  _globals['_RUNNER']._serialized_end=1681
+  _globals['_PROCESSSPEC']._serialized_end=430
+  _globals['_PROCESSSTATUS']._serialized_start=433
+  _globals['_PROCESSSTATUS']._serialized_end=862
+  _globals['_RUNNERSTATUS']._serialized_start=864
+  _globals['_RUNNERSTATUS']._serialized_end=951
+  _globals['_APPLYREQUEST']._serialized_start=953
+  _globals['_APPLYREQUEST']._serialized_end=1018
+  _globals['_GETSTATUSREQUEST']._serialized_start=1020
+  _globals['_GETSTATUSREQUEST']._serialized_end=1038
+  _globals['_WATCHREQUEST']._serialized_start=1040
+  _globals['_WATCHREQUEST']._serialized_end=1054
+  _globals['_RUNNER']._serialized_start=1455
+  _globals['_RUNNER']._serialized_end=1698
 # @@protoc_insertion_point(module_scope)

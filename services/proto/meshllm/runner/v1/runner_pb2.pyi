@@ -43,7 +43,7 @@ PROCESS_STATE_STOPPING: ProcessState
 PROCESS_STATE_FAILED: ProcessState
 
 class ProcessSpec(_message.Message):
-    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id", "memory_budget_bytes", "speculation", "parallel_slots", "device", "max_output_tokens")
+    __slots__ = ("key", "kind", "model", "model_path", "rpc_endpoints", "tensor_split", "context_size", "extra_args", "draft_model_path", "host_node_id", "memory_budget_bytes", "speculation", "parallel_slots", "device", "max_output_tokens", "threads")
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class ProcessSpec(_message.Message):
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     key: str
     kind: ProcessKind
     model: str
@@ -74,7 +75,8 @@ class ProcessSpec(_message.Message):
     parallel_slots: int
     device: str
     max_output_tokens: int
-    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., speculation: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., device: _Optional[str] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[_Union[ProcessKind, str]] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., rpc_endpoints: _Optional[_Iterable[str]] = ..., tensor_split: _Optional[_Iterable[float]] = ..., context_size: _Optional[int] = ..., extra_args: _Optional[_Iterable[str]] = ..., draft_model_path: _Optional[str] = ..., host_node_id: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., speculation: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., device: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class ProcessStatus(_message.Message):
     __slots__ = ("spec", "state", "host", "port", "pid", "restarts", "last_error", "state_since_unix_s", "model_kind", "context_tokens", "trained_context_tokens", "api_key", "slots", "speculation", "draft_model_path", "speculation_reason")
