@@ -21,6 +21,8 @@ RUNNER_SERVICE = "runner"
 # llama-server's metric names (tools/server/server.cpp; the parser drops the `:` nowhere, so as sent).
 LLAMA_REQUESTS_PROCESSING = "llamacpp:requests_processing"
 LLAMA_REQUESTS_DEFERRED = "llamacpp:requests_deferred"
+LLAMA_DRAFTED = "llamacpp:spec_decode_num_draft_tokens_total"
+LLAMA_ACCEPTED = "llamacpp:spec_decode_num_accepted_tokens_total"
 _PROCESS_NAMES = {
     runner_pb2.PROCESS_KIND_LLAMA_SERVER: "llama-server",
     runner_pb2.PROCESS_KIND_RPC_SERVER: "rpc-server",
@@ -32,7 +34,8 @@ class BadBackendMetrics(ValueError):
 
 
 def slots_from_llama_metrics(text: str, total_slots: int) -> ModelSlots:
-    """Busy and queued requests from llama-server's `/metrics` text; `total_slots` from its /props."""
+    """Busy and queued requests and drafted/accepted tokens from llama-server's `/metrics` text;
+    `total_slots` from its /props."""
     values: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
@@ -43,7 +46,13 @@ def slots_from_llama_metrics(text: str, total_slots: int) -> ModelSlots:
     if LLAMA_REQUESTS_PROCESSING not in values:
         raise BadBackendMetrics(f"no {LLAMA_REQUESTS_PROCESSING} in llama-server's /metrics")
     busy = int(values[LLAMA_REQUESTS_PROCESSING])
-    return ModelSlots(busy, max(total_slots, busy), int(values.get(LLAMA_REQUESTS_DEFERRED, 0)))
+    return ModelSlots(
+        busy,
+        max(total_slots, busy),
+        int(values.get(LLAMA_REQUESTS_DEFERRED, 0)),
+        int(values.get(LLAMA_DRAFTED, 0)),
+        int(values.get(LLAMA_ACCEPTED, 0)),
+    )
 
 
 @dataclass(frozen=True)

@@ -87,12 +87,24 @@ def _slot_families(nodes: Sequence[NodeSnapshot]) -> Iterator[Metric]:
         "Requests llama-server deferred: all slots busy.",
         labels=["node", "model"],
     )
+    drafted = CounterMetricFamily(
+        PREFIX + "speculative_draft_tokens",
+        "Tokens speculative decoding drafted (n-gram or draft model) since the llama-server started.",
+        labels=["node", "model"],
+    )
+    accepted = CounterMetricFamily(
+        PREFIX + "speculative_accepted_tokens",
+        "Drafted tokens the model accepted: each one a decode step (and, split, a round trip) saved.",
+        labels=["node", "model"],
+    )
     for node in nodes:
         for model, slots in sorted(node.counters.slots.items()):
             busy.add_metric([node.node_id, model], slots.busy)
             total.add_metric([node.node_id, model], slots.total)
             queued.add_metric([node.node_id, model], slots.queued)
-    yield from (busy, total, queued)
+            drafted.add_metric([node.node_id, model], slots.drafted)
+            accepted.add_metric([node.node_id, model], slots.accepted)
+    yield from (busy, total, queued, drafted, accepted)
 
 
 def _model_families(nodes: Sequence[NodeSnapshot]) -> Iterator[Metric]:

@@ -57,11 +57,14 @@ class RecordFacts:
 
 @dataclass(frozen=True)
 class ModelSlots:
-    """A llama-server's slots, from its own /metrics."""
+    """A llama-server's slots and speculation counters, from its own /metrics."""
 
     busy: int
     total: int
     queued: int
+    # Speculative decoding since the llama-server started: tokens drafted, and of them accepted.
+    drafted: int = 0
+    accepted: int = 0
 
 
 @dataclass(frozen=True)

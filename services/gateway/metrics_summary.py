@@ -99,6 +99,8 @@ def _model_protos(counters: NodeCounters) -> list[gossip_pb2.ModelTraffic]:
                 slots_busy=slots.busy,
                 slots_total=slots.total,
                 requests_queued=slots.queued,
+                draft_tokens=slots.drafted,
+                accepted_draft_tokens=slots.accepted,
             )
         )
     return models
@@ -122,7 +124,9 @@ def counters_of(summary: gossip_pb2.MetricsSummary) -> NodeCounters:
         for r in summary.requests
     }
     slots = {
-        m.model: ModelSlots(m.slots_busy, m.slots_total, m.requests_queued)
+        m.model: ModelSlots(
+            m.slots_busy, m.slots_total, m.requests_queued, m.draft_tokens, m.accepted_draft_tokens
+        )
         for m in summary.models
         if m.slots_total
     }

@@ -1,9 +1,10 @@
 """`/metrics` on real nodes (issue 15): a 2-node mesh on loopback, real llama-servers, real requests.
 
-Node A runs with an API key and serves tiny-x; node B joins and serves tiny-y. Every check scrapes the
-console port and reads the answer with prometheus_client's own text parser: the values must move as
-requests are answered here and forwarded to the peer, `?scope=mesh` must show both nodes with the
-peer's counters as it gossips them, and a scrape must still answer while the runner is down.
+Node A runs with an API key and serves tiny-x; node B joins and serves tiny-y with n-gram
+speculation. Every check scrapes the console port and reads the answer with prometheus_client's own
+text parser: the values must move as requests are answered here and forwarded to the peer,
+`?scope=mesh` must show both nodes with the peer's counters as it gossips them, and a scrape must
+still answer while the runner is down.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running
     try:
         a.wait_ready(["tiny-x"])
         b = RunningNode(
-            root / "b", free_port(), free_port(), ["--name", "b", "--join", a.invite(), "--model", str(y)]
+            root / "b",
+            free_port(),
+            free_port(),
+            # n-gram speculation: this random model loops at temperature 0, so it drafts.
+            ["--name", "b", "--join", a.invite(), "--model", str(y), "--speculation", "ngram"],
         )
         nodes["b"] = b.start()
         b.wait_ready(["tiny-y"])
@@ -146,6 +151,35 @@ def test_slot_use_comes_from_llama_servers_own_metrics(mesh: dict[str, RunningNo
     assert value(found, "meshllm_model_layer_share_ratio", **here) == 1.0
 
 
+def test_drafted_and_accepted_tokens_count_here_and_in_the_mesh_scope(mesh: dict[str, RunningNode]) -> None:
+    a, b = mesh["a"], mesh["b"]
+    body = {
+        "model": "tiny-y",
+        "messages": [{"role": "user", "content": "hello world"}],
+        "max_tokens": 200,
+        "ignore_eos": True,
+        "temperature": 0,  # greedy: the random model loops, and n-gram drafts the loop
+    }
+    answer = httpx.post(f"{b.api_base}/chat/completions", json=body, timeout=60).json()
+    drafted = answer["timings"].get("draft_n", 0)  # llama-server's own count for this request
+    assert drafted > 0, answer["timings"]
+    here = {"node": b.status().node_id, "model": "tiny-y"}
+    found = wait_until(
+        lambda: (
+            (s := scrape(b)) and value(s, "meshllm_speculative_draft_tokens_total", **here) >= drafted and s
+        ),
+        COLLECTOR_WAIT_S,
+        "b's /metrics to count the drafted tokens",
+    )
+    accepted = value(found, "meshllm_speculative_accepted_tokens_total", **here)
+    assert 0 < accepted <= value(found, "meshllm_speculative_draft_tokens_total", **here)
+    wait_until(
+        lambda: value(scrape(a, "?scope=mesh"), "meshllm_speculative_draft_tokens_total", **here) >= drafted,
+        MESH_WAIT_S,
+        "a's mesh scope to show b's drafted tokens",
+    )
+
+
 def test_a_forwarded_request_counts_on_both_nodes_and_the_mesh_scope_shows_both(
     mesh: dict[str, RunningNode],
 ) -> None:
@@ -161,14 +195,14 @@ def test_a_forwarded_request_counts_on_both_nodes_and_the_mesh_scope_shows_both(
 
     def mesh_shows_b() -> Samples | None:
         found = scrape(a, "?scope=mesh")
-        return found if value(found, "meshllm_requests_total", **served_on_b) >= 1 else None
+        streamed = value(found, "meshllm_time_to_first_token_seconds_count", node=b_id, model="tiny-y")
+        return found if value(found, "meshllm_requests_total", **served_on_b) >= 1 and streamed else None
 
     found = wait_until(mesh_shows_b, MESH_WAIT_S, "A's mesh scope to show B's counters")
     for node_id, name in ((a_id, "a"), (b_id, "b")):
         assert value(found, "meshllm_node_info", node=node_id, name=name, client="false") == 1
     assert value(found, "meshllm_model_state", node=b_id, model="tiny-y", state="ready") == 1
     assert value(found, "meshllm_requests_total", **forwarded) == before_a + 1
-    assert value(found, "meshllm_time_to_first_token_seconds_count", node=b_id, model="tiny-y") >= 1
     assert value(found, "meshllm_peer_rtt_seconds", node=b_id, peer=a_id) > 0
 
 

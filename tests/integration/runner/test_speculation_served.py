@@ -2,7 +2,16 @@
 the same text at temperature 0 with n-gram, with a draft model and without any; a draft with another
 vocabulary is dropped under `auto` and fails the model under `draft`. The draft is a tiny random
 GGUF with SmolLM2's tokenizer copied in (tests/support/tiny_gguf.py): llama-server accepts it, and
-its guesses are ~never right, which is what `auto` must survive."""
+its guesses are ~never right, which is what `auto` must survive.
+
+The same-text check runs every server on one thread (ProcessSpec.threads 1). llama.cpp does not
+promise batch-invariant numerics ("we use different kernels for different batch sizes",
+ggml-org/llama.cpp#23335), and on this CPU build with two threads its flash attention splits the
+work by thread: `off` on -t 1 and `off` on -t 2 already answer differently after the copied
+function, and n-gram's batched verification differs again (measured on this prompt; with
+`-fa off` the threads agree but batched verification does not). On one thread, flash attention
+on, the kernels agree, so any difference left is ours: a wrong draft, a wrong pairing, a
+verification that accepts what the model would not have said."""
 
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ def spec(key: str, model_path: Path, speculation: str, draft: Path | None = None
         parallel_slots=1,
         speculation=speculation,
         draft_model_path=str(draft or ""),
+        threads=1,  # where llama.cpp's CPU kernels are batch-invariant (the module's docstring)
     )
 
 

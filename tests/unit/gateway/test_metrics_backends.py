@@ -33,6 +33,26 @@ def test_slots_from_llama_servers_own_metrics() -> None:
     assert slots_from_llama_metrics(LLAMA_METRICS, 4) == ModelSlots(2, 4, 1)
 
 
+# As llama-server writes them (tools/server/server-task.cpp), with a speculating slot.
+SPECULATING_METRICS = (
+    LLAMA_METRICS
+    + """# HELP llamacpp:spec_decode_num_draft_tokens_total Drafted
+# TYPE llamacpp:spec_decode_num_draft_tokens_total counter
+llamacpp:spec_decode_num_draft_tokens_total 128
+# HELP llamacpp:spec_decode_num_accepted_tokens_total Speculative: Total draft tokens accepted
+# TYPE llamacpp:spec_decode_num_accepted_tokens_total counter
+llamacpp:spec_decode_num_accepted_tokens_total 71
+# HELP llamacpp:spec_decode_num_accepted_tokens_per_pos_total Speculative: accepted by position
+# TYPE llamacpp:spec_decode_num_accepted_tokens_per_pos_total counter
+llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="0"} 9
+"""
+)
+
+
+def test_drafted_and_accepted_tokens_from_a_speculating_server() -> None:
+    assert slots_from_llama_metrics(SPECULATING_METRICS, 4) == ModelSlots(2, 4, 1, drafted=128, accepted=71)
+
+
 def test_metrics_without_the_slot_gauge_are_an_error() -> None:
     with pytest.raises(BadBackendMetrics, match="requests_processing"):
         slots_from_llama_metrics("# nothing\n", 4)

@@ -42,7 +42,7 @@ def snapshot(node_id: str = "n1") -> NodeSnapshot:
         requests=metrics.requests,
         traffic=metrics.traffic,
         in_flight=2,
-        slots={"gemma": ModelSlots(1, 4, 3)},
+        slots={"gemma": ModelSlots(1, 4, 3, drafted=64, accepted=40)},
         tunnels=(TunnelBytes("peer", "big", 10, 20, 30, 40),),
         restarts={ProcessKey("runner", "llama-server/gemma"): 2},
         pool_events={"promoted": 1},
@@ -81,6 +81,8 @@ def test_every_family_reads_back_with_the_node_label() -> None:
     assert value(found, "meshllm_slots_busy", **chat) == 1
     assert value(found, "meshllm_slots", **chat) == 4
     assert value(found, "meshllm_requests_queued", **chat) == 3
+    assert value(found, "meshllm_speculative_draft_tokens_total", **chat) == 64
+    assert value(found, "meshllm_speculative_accepted_tokens_total", **chat) == 40
     assert value(found, "meshllm_model_state", state="ready", **chat) == 1
     assert value(found, "meshllm_model_role", role="split_host", **chat) == 1
     assert value(found, "meshllm_model_layer_share_ratio", **chat) == 0.25

@@ -28,7 +28,7 @@ def counters() -> NodeCounters:
         },
         traffic={"gemma": ModelTraffic(10, 20, ttft, decode)},
         in_flight=1,
-        slots={"gemma": ModelSlots(1, 4, 0)},
+        slots={"gemma": ModelSlots(1, 4, 0, drafted=128, accepted=71)},
         tunnels=(TunnelBytes("p", "big", 1, 2, 3, 4),),
         restarts={ProcessKey("runner", "llama-server/gemma"): 1},
         pool_events={"promoted": 2},

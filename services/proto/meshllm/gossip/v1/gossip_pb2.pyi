@@ -233,7 +233,7 @@ class HistogramCounts(_message.Message):
     def __init__(self, counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ...) -> None: ...
 
 class ModelTraffic(_message.Message):
-    __slots__ = ("model", "tokens_in", "tokens_out", "ttft_seconds", "decode_tokens_per_second", "slots_busy", "slots_total", "requests_queued")
+    __slots__ = ("model", "tokens_in", "tokens_out", "ttft_seconds", "decode_tokens_per_second", "slots_busy", "slots_total", "requests_queued", "draft_tokens", "accepted_draft_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
     TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +242,8 @@ class ModelTraffic(_message.Message):
     SLOTS_BUSY_FIELD_NUMBER: _ClassVar[int]
     SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     tokens_in: int
     tokens_out: int
@@ -250,7 +252,9 @@ class ModelTraffic(_message.Message):
     slots_busy: int
     slots_total: int
     requests_queued: int
-    def __init__(self, model: _Optional[str] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., ttft_seconds: _Optional[_Union[HistogramCounts, _Mapping]] = ..., decode_tokens_per_second: _Optional[_Union[HistogramCounts, _Mapping]] = ..., slots_busy: _Optional[int] = ..., slots_total: _Optional[int] = ..., requests_queued: _Optional[int] = ...) -> None: ...
+    draft_tokens: int
+    accepted_draft_tokens: int
+    def __init__(self, model: _Optional[str] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., ttft_seconds: _Optional[_Union[HistogramCounts, _Mapping]] = ..., decode_tokens_per_second: _Optional[_Union[HistogramCounts, _Mapping]] = ..., slots_busy: _Optional[int] = ..., slots_total: _Optional[int] = ..., requests_queued: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_draft_tokens: _Optional[int] = ...) -> None: ...
 
 class TunnelTraffic(_message.Message):
     __slots__ = ("peer_node_id", "model", "bytes_to_peer", "bytes_from_peer", "weight_bytes_by_reference", "weight_bytes_raw")
