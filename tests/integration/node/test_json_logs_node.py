@@ -19,6 +19,7 @@ SERVICES = ("mesh", "gossip", "runner", "placement", "gateway", "discovery")
 MAX_BYTES = 4096  # a few chat requests' worth of llama-server lines
 BACKUPS = 2
 ROTATE_TIMEOUT_S = 60.0
+SETTLE_S = 10.0
 REQUIRED = ("ts", "level", "service", "logger", "msg")
 
 
@@ -64,12 +65,12 @@ def test_llama_server_lines_are_fields_and_its_log_rotates(node: RunningNode) ->
     wait_until(rotated_past_backups, ROTATE_TIMEOUT_S, "llama-server's log to rotate twice")
     for _ in range(5):  # past the oldest backup: it is dropped, never a .3
         node.chat("tiny-llama", max_tokens=8)
+    expected = [f"llama-server_tiny-llama.log{suffix}" for suffix in ("", ".1", ".2")]
+    # llama-server writes a request's timing lines after answering it, so a rotation (.1 renamed to
+    # .2, then the live file to .1) may be under way as the last chat returns: wait for it to end.
+    wait_until(lambda: [p.name for p in _llama_logs(node)] == expected, SETTLE_S, "the rotation to settle")
     files = _llama_logs(node)
-    assert [p.name for p in files] == [
-        "llama-server_tiny-llama.log",
-        "llama-server_tiny-llama.log.1",
-        "llama-server_tiny-llama.log.2",
-    ]
+    assert [p.name for p in files] == expected
     assert all(p.stat().st_size <= MAX_BYTES for p in files)
     entries = [e for p in files for e in _entries(p)]
     assert all(e["service"] == "llama-server" and e["process"] == "llama-server/tiny-llama" for e in entries)
