@@ -259,15 +259,21 @@ def test_killed_processes_count_as_restarts_and_a_scrape_answers_while_the_runne
     process = {"node": a.status().node_id, "service": "runner", "process": "llama-server/tiny-x"}
     before = value(scrape(a), "meshllm_process_restarts_total", **process)
     os.kill(a.llama_server_pid(), signal.SIGKILL)
+    slots = {"node": process["node"], "model": "tiny-x"}
+    # The restart shows first; the restarted server's slots only once it is ready and scraped again.
     wait_until(
-        lambda: value(scrape(a), "meshllm_process_restarts_total", **process) == before + 1,
+        lambda: (
+            (found := scrape(a))
+            and value(found, "meshllm_process_restarts_total", **process) == before + 1
+            and value(found, "meshllm_slots", **slots) > 0
+        ),
         COLLECTOR_WAIT_S,
-        "the restart to show",
+        "the restart to show and the restarted llama-server's slots to be read",
     )
     os.kill(a.service_pid("runner"), signal.SIGKILL)
     found = scrape(a)  # the runner is restarting (supervisord): the scrape answers with what it knows
     assert value(found, "meshllm_process_restarts_total", **process) == before + 1
-    assert value(found, "meshllm_slots", node=process["node"], model="tiny-x") > 0
+    assert value(found, "meshllm_slots", **slots) > 0
     runner = {"node": process["node"], "service": "supervisord", "process": "runner"}
     wait_until(
         lambda: value(scrape(a), "meshllm_process_restarts_total", **runner) == 1,
