@@ -90,15 +90,22 @@ def positive_count(text: str) -> int:
     return value
 
 
-def context_tokens(text: str) -> int:
-    """--ctx-size: a whole number of tokens, 0 for automatic."""
+def _whole_number(
+    text: str, low: int, high: int | None, out_of_range: str, unit: str = "whole number"
+) -> int:
+    """An argparse value between `low` and `high` (None: no upper bound), else a one-line error."""
     try:
         value = int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (automatic) or more tokens")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {unit}") from exc
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(out_of_range)
     return value
+
+
+def context_tokens(text: str) -> int:
+    """--ctx-size: a whole number of tokens, 0 for automatic."""
+    return _whole_number(text, 0, None, "must be 0 (automatic) or more tokens", "number of tokens")
 
 
 # llama.cpp's LLAMA_MAX_SEQ (services/runner/slots.py MAX_SLOTS): the most sequences one context holds.
@@ -107,24 +114,12 @@ MAX_PARALLEL_SLOTS = 256
 
 def parallel_slots(text: str) -> int:
     """--parallel: requests each llama-server decodes at once, 0 for automatic."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if not 0 <= value <= MAX_PARALLEL_SLOTS:
-        raise argparse.ArgumentTypeError(f"must be 0 (automatic) to {MAX_PARALLEL_SLOTS}")
-    return value
+    return _whole_number(text, 0, MAX_PARALLEL_SLOTS, f"must be 0 (automatic) to {MAX_PARALLEL_SLOTS}")
 
 
 def max_output_tokens(text: str) -> int:
     """--max-output-tokens: the cap for a request that names none, 0 for none."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no cap) or more tokens")
-    return value
+    return _whole_number(text, 0, None, "must be 0 (no cap) or more tokens")
 
 
 # No machine llama.cpp runs on has more cores than this; a bigger number is a typo.
@@ -133,13 +128,7 @@ MAX_THREADS = 1024
 
 def thread_count(text: str) -> int:
     """--threads: llama.cpp threads per process, 0 for one per physical core."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if not 0 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be 0 (one per physical core) to {MAX_THREADS}")
-    return value
+    return _whole_number(text, 0, MAX_THREADS, f"must be 0 (one per physical core) to {MAX_THREADS}")
 
 
 def speculation_mode(text: str) -> str:
