@@ -444,7 +444,8 @@ def tunnel_stats(node: RunningNode, peer: str, host_side: bool) -> dict[str, int
         found = stub.ListTunnels(mesh_pb2.ListTunnelsRequest(), timeout=5).tunnels
     fields = (
         "connections", "fast_path_connections", "bytes_to_peer", "bytes_from_peer",
-        "weight_bytes_by_reference", "weight_bytes_raw", "requests",
+        "weight_bytes_by_reference", "weight_bytes_raw", "requests", "requests_answered_here",
+        "connections_answered_here",
     )  # fmt: skip
     totals = dict.fromkeys(fields, 0)
     for tunnel in found:
@@ -496,6 +497,10 @@ def load_ours(split: Split) -> dict[str, Any]:
         "requests": tunnels["requests"],
         "connections": tunnels["connections"],
         "fast_path_connections": tunnels["fast_path_connections"],
+        # llama-server's static queries the host answered from the worker's earlier answers, and
+        # the connections that asked nothing else (they never reached the worker)
+        "requests_answered_here": tunnels["requests_answered_here"],
+        "connections_answered_here": tunnels["connections_answered_here"],
         "simulator_tcp_bytes": link["tcp_bytes"],  # TLS bytes through the worker's simulator
     }
 
@@ -661,13 +666,15 @@ class RpcClient:
         self._size = max(ECHO_GET_BYTES.values())
 
     def send_hello(self) -> None:
-        self.sock.sendall(encode_request(RpcCommand.HELLO, bytes(RPC_CONN_CAPS_BYTES)))
+        """HELLO and the buffer's allocation at once: a split host answers a HELLO it knows itself,
+        and only the allocation takes the connection to the worker's rpc-server."""
+        hello = encode_request(RpcCommand.HELLO, bytes(RPC_CONN_CAPS_BYTES))
+        self.sock.sendall(hello + encode_request(RpcCommand.ALLOC_BUFFER, _ALLOC_BUFFER.pack(0, self._size)))
 
     def finish_setup(self) -> None:
-        """After send_hello: read its answer, allocate a buffer, name an F32 tensor filling it."""
+        """After send_hello: read both answers, name an F32 tensor filling the buffer."""
         if not HelloResponse.decode(self._response()).compatible:
             raise RuntimeError("rpc-server speaks another protocol version")
-        self.sock.sendall(encode_request(RpcCommand.ALLOC_BUFFER, _ALLOC_BUFFER.pack(0, self._size)))
         remote_ptr, _ = _U64_PAIR.unpack(self._response())
         if not remote_ptr:
             raise RuntimeError("rpc-server could not allocate a buffer")
@@ -947,6 +954,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "connections": totals["connections"],
                 "fast_path_connections": totals["fast_path_connections"],
                 "used": totals["fast_path_connections"] > 0,
+                "connections_answered_here": totals["connections_answered_here"],
                 # The TLS connections went through the worker's simulator, not around it:
                 "simulator_tcp_connections": stats["b"]["tcp_connections"],
             }

@@ -229,7 +229,10 @@ def show_tunnels(home: NodeHome, console: Console) -> None:
         title="RPC tunnels (split inference)",
     )
     for t in node_tunnels(home).tunnels:
-        path = f"{t.connections} ({t.fast_path_connections} TLS)"
+        path = f"{t.connections} ({t.fast_path_connections} TLS"
+        if t.connections_answered_here:  # llama-server's static queries, answered without the worker
+            path += f", {t.connections_answered_here} answered here"
+        path += ")"
         side = "host" if t.host_side else "worker"
         table.add_row(
             t.peer_node_id[:8],

@@ -210,7 +210,7 @@ class MeshNode:
     async def on_runner_status(self, status: runner_pb2.RunnerStatus) -> None:
         """The rpc-servers a split host may reach through us: READY ones only."""
         self.rpc.local_servers = {
-            p.spec.model: LocalRpcServer(p.port, p.spec.model_path, p.spec.host_node_id)
+            p.spec.model: LocalRpcServer(p.port, p.spec.model_path, p.spec.host_node_id, p.pid)
             for p in status.processes
             if p.spec.kind == runner_pb2.PROCESS_KIND_RPC_SERVER and p.state == runner_pb2.PROCESS_STATE_READY
         }

@@ -38,15 +38,24 @@ ARMED_IDLE_S = 30.0
 FIRST_REQUEST_WAIT_S = 2 * ARMED_IDLE_S
 READ_BYTES = 256 * 1024
 
-OpenPath = Callable[[PeerLink, str], Awaitable[tuple[StreamPair, bool]]]
+OpenPath = Callable[[PeerLink, str], Awaitable[tuple[StreamPair, bool, str]]]
 
 
-async def first_request(reader: asyncio.StreamReader) -> bytes:
-    """The worker's side: the first bytes of a path, b\"\" if the host closed it or never used it."""
+async def first_request(reader: asyncio.StreamReader, server_gone: asyncio.Event) -> bytes:
+    """The worker's side: the first bytes of a path, b\"\" if the host closed it or never used it,
+    or the rpc-server it was offered for went away first (the host must not answer for it)."""
+    read = asyncio.ensure_future(reader.read(READ_BYTES))
+    gone = asyncio.ensure_future(server_gone.wait())
     try:
-        return await asyncio.wait_for(reader.read(READ_BYTES), FIRST_REQUEST_WAIT_S)
-    except (ConnectionError, OSError, TimeoutError):
+        await asyncio.wait({read, gone}, timeout=FIRST_REQUEST_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        unread = not read.done()
+        if unread:
+            read.cancel()
+    if unread or read.cancelled() or read.exception() is not None:
         return b""
+    return read.result()
 
 
 @dataclass(eq=False)
@@ -54,6 +63,7 @@ class ArmedPath:
     link: PeerLink
     pair: StreamPair
     fast: bool  # on the TLS fast path (else the QUIC stream it was offered on)
+    instance: str  # the worker's rpc-server process it leads to (RpcOffer.server_instance)
     expiry: asyncio.TimerHandle | None = None
 
     def usable(self) -> bool:
@@ -113,12 +123,12 @@ class ArmedPaths:
 
     async def _arm_one(self, link: PeerLink, model: str) -> None:
         try:
-            pair, fast = await self._open_path(link, model)
+            pair, fast, instance = await self._open_path(link, model)
         except (ConnectionError, OSError, TimeoutError) as exc:
             # The worker's rpc-server may not be up yet: the next llama-server connection arms again.
             logger.debug("could not arm an RPC path to %s: %s", link.node_id[:8], exc)
             return
-        path = ArmedPath(link, pair, fast)
+        path = ArmedPath(link, pair, fast, instance)
         key = (link.node_id, model)
         if link.closed.is_set():
             path.close()

@@ -6,6 +6,9 @@ link (RpcOpen → RpcOffer → RpcPath, see wire.proto), then its bytes take the
 zero-transfer halves (rpc_zero_transfer.py): weight uploads that equal the host's own copy of the
 GGUF cross as references and the worker reads the bytes from its own copy. Responses go back raw.
 On TCP and TLS the data phase runs in the transports' callbacks (relay_protocol.py).
+
+Before any of that, the host answers llama-server's static queries itself from what the same
+rpc-server answered before (rpc_answers.py): a connection that asks nothing else never takes a path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import mmap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from services.mesh.frames import FrameError, OneFrameReader, encode_frame
 from services.mesh.gguf_index import GgufIndex
 from services.mesh.link import PeerLink
 from services.mesh.relay_protocol import Transform, splice
+from services.mesh.rpc_answers import AnswerBook, FrontDesk
 from services.mesh.rpc_armed import ArmedPaths, first_request
 from services.mesh.rpc_protocol import RpcProtocolError
 from services.mesh.rpc_zero_transfer import HostHalf, Output, WorkerHalf, open_gguf_image
@@ -42,6 +47,12 @@ class LocalRpcServer:
     port: int
     model_path: str
     host_node_id: str  # the split host it works for: no other node may reach it
+    pid: int = 0
+
+    @property
+    def instance(self) -> str:
+        """Names this rpc-server process to the host (RpcOffer.server_instance)."""
+        return f"{self.pid}:{self.port}"
 
 
 @dataclass
@@ -56,6 +67,8 @@ class TunnelCounters:
     weight_bytes_by_reference: int = 0
     weight_bytes_raw: int = 0
     requests: int = 0
+    requests_answered_here: int = 0
+    connections_answered_here: int = 0
     live: set[HostHalf | WorkerHalf] = field(default_factory=set)
 
     def retire(self, half: HostHalf | WorkerHalf) -> None:
@@ -108,11 +121,29 @@ class RpcTunnels:
         self.fast_path = fast_path
         self.dial_from = dial_from  # the mesh's --bind-ip: fast-path connections leave from it
         # model → the local rpc-server that serves it (from the runner's status)
-        self.local_servers: dict[str, LocalRpcServer] = {}
+        self._local_servers: dict[str, LocalRpcServer] = {}
+        # model → set when that rpc-server goes: paths offered for it close unused
+        self._server_gone: dict[str, asyncio.Event] = {}
         self.counters: dict[tuple[str, str, bool], TunnelCounters] = {}
         self.images = GgufImages()
-        # Host side: paths to each worker set up before llama-server connects (rpc_armed.py).
+        # Host side: paths to each worker set up before llama-server connects (rpc_armed.py), and
+        # what each worker's current rpc-server answered (rpc_answers.py).
         self.armed = ArmedPaths(self._open_to_worker)
+        self._books: dict[tuple[str, str], AnswerBook] = {}
+
+    @property
+    def local_servers(self) -> dict[str, LocalRpcServer]:
+        return self._local_servers
+
+    @local_servers.setter
+    def local_servers(self, servers: dict[str, LocalRpcServer]) -> None:
+        for model in self._local_servers.keys() | servers.keys():
+            old, new = self._local_servers.get(model), servers.get(model)
+            if old is not None and (new is None or new.instance != old.instance):
+                gone = self._server_gone.pop(model, None)
+                if gone is not None:
+                    gone.set()
+        self._local_servers = servers
 
     def _counters(self, peer: str, model: str, host_side: bool) -> TunnelCounters:
         return self.counters.setdefault((peer, model, host_side), TunnelCounters())
@@ -133,6 +164,8 @@ class RpcTunnels:
                     weight_bytes_by_reference=by_reference,
                     weight_bytes_raw=raw,
                     requests=requests,
+                    requests_answered_here=c.requests_answered_here,
+                    connections_answered_here=c.connections_answered_here,
                 )
             )
         return stats
@@ -145,6 +178,15 @@ class RpcTunnels:
 
     def peer_gone(self, peer_id: str) -> None:
         self.armed.peer_gone(peer_id)
+        for key in [key for key in self._books if key[0] == peer_id]:
+            del self._books[key]
+
+    def _book(self, peer_id: str, model: str, instance: str | None = None) -> AnswerBook | None:
+        """The answers of the worker's rpc-server `instance` (None: the latest one offered)."""
+        book = self._books.get((peer_id, model))
+        if instance is not None and (book is None or book.instance != instance):
+            book = self._books[(peer_id, model)] = AnswerBook(instance)
+        return book
 
     async def carry_from_llama_server(
         self, link: PeerLink, model: str, model_path: str, local: StreamPair
@@ -153,13 +195,28 @@ class RpcTunnels:
         no_delay(local[1])
         counters = self._counters(link.node_id, model, True)
         counters.connections += 1
+        desk = FrontDesk(self._book(link.node_id, model), time.monotonic)
+        first = await _answer_here(desk, local, counters)
+        if first is None:
+            counters.connections_answered_here += 1
+            _close(local[1])
+            return
         armed = self.armed.take(link, model)
         try:
-            remote, fast = (armed.pair, armed.fast) if armed else await self._open_to_worker(link, model)
+            remote, fast, instance = (
+                (armed.pair, armed.fast, armed.instance) if armed else await self._open_to_worker(link, model)
+            )
         except (RpcTunnelError, ConnectionError, OSError) as exc:
             logger.warning("RPC tunnel to %s failed: %s", link.node_id[:8], exc, extra={"model": model})
             _close(local[1])
             return
+        if desk.book is None or desk.book.instance != instance:
+            if desk.answered_here > 1:  # more than the HELLO, which the worker's answer still checks
+                logger.warning("the worker's rpc-server changed during a connection", extra={"model": model})
+                _close(remote[1])
+                _close(local[1])
+                return
+            desk.book = self._book(link.node_id, model, instance)
         counters.fast_path_connections += int(fast)
         try:
             image = await self.images.get(Path(model_path))
@@ -170,14 +227,32 @@ class RpcTunnels:
         half = HostHalf(*image) if image else None
         if half is not None:
             counters.live.add(half)
+
+        def outbound(data: bytes) -> Output:
+            if desk.transparent:
+                return half.feed(data) if half else [data]
+            _, pieces = desk.from_llama_server(data)  # forwarding: nothing is answered here now
+            return [out for piece in pieces for out in (half.feed(piece) if half else [piece])]
+
+        def inbound(data: bytes) -> Output:
+            return [data] if desk.transparent else desk.from_worker(data)
+
         try:
-            await _both_ways(local, remote, half.feed if half else None, counters)
+            to_worker = [out for piece in first for out in (half.feed(piece) if half else [piece])]
+            counters.bytes_to_peer += sum(len(piece) for piece in to_worker)
+            for piece in to_worker:
+                remote[1].write(piece)
+            await _both_ways(local, remote, outbound, counters, inbound=inbound)
+        except RpcProtocolError as exc:
+            _report(exc)
+            _close(remote[1])
+            _close(local[1])
         finally:
             if half is not None:
                 counters.retire(half)
                 half.close()
 
-    async def _open_to_worker(self, link: PeerLink, model: str) -> tuple[StreamPair, bool]:
+    async def _open_to_worker(self, link: PeerLink, model: str) -> tuple[StreamPair, bool, str]:
         reader, writer = await link.open_stream(wire_pb2.STREAM_KIND_RPC)
         writer.write(encode_frame(wire_pb2.WireFrame(rpc_open=wire_pb2.RpcOpen(model=model))))
         try:
@@ -192,6 +267,7 @@ class RpcTunnels:
         if offer.error:
             _close(writer)
             raise RpcTunnelError(offer.error)
+        self._book(link.node_id, model, offer.server_instance)
         target = fast_path_target(link, offer.tls_port, offer.ticket)
         if target is not None:
             try:
@@ -201,9 +277,9 @@ class RpcTunnels:
             else:
                 writer.write(encode_frame(wire_pb2.WireFrame(rpc_path=wire_pb2.RpcPath())))
                 writer.write_eof()
-                return fast, True
+                return fast, True, offer.server_instance
         writer.write(encode_frame(wire_pb2.WireFrame(rpc_path=wire_pb2.RpcPath(on_this_stream=True))))
-        return (reader, writer), False
+        return (reader, writer), False, offer.server_instance
 
     # ---- worker side -----------------------------------------------------------------------
 
@@ -228,32 +304,35 @@ class RpcTunnels:
             writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=wire_pb2.RpcOffer(error=error))))
             _close(writer, graceful=True)
             return
-        accepted = await self._accept_path(reader, writer)
+        offered = server.instance
+        gone = self._server_gone.setdefault(model, asyncio.Event())
+        accepted = await self._accept_path(reader, writer, offered)
         if accepted is None:
             return
         remote, first_bytes = accepted
         if not first_bytes:
             # Maybe a path the host armed ahead: only its first request takes the rpc-server, which
             # serves one client at a time; the host may also have stopped working with us since.
-            first_bytes = await first_request(remote[0])
-            server = self.local_servers.get(model)
-            if not first_bytes or server is None or source != server.host_node_id:
-                _close(remote[1])
-                return
+            first_bytes = await first_request(remote[0], gone)
+        server = self.local_servers.get(model)
+        if not first_bytes or server is None or source != server.host_node_id or server.instance != offered:
+            # The host may have answered llama-server for the offered rpc-server: never another one.
+            _close(remote[1])
+            return
         counters = self._counters(source, model, False)
         counters.connections += 1
         counters.fast_path_connections += int(remote[0] is not reader)
         await self._carry_to_rpc_server(remote, first_bytes, server, counters)
 
     async def _accept_path(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, instance: str
     ) -> tuple[StreamPair, bytes] | None:
         """The connection the host's bytes will come on, and any that already came on the stream."""
         ticket, fast, port = b"", None, 0
         if self.fast_path is not None:
             ticket, fast = self.fast_path.offer()
             port = self.fast_path.port
-        offer = wire_pb2.RpcOffer(tls_port=port, ticket=ticket)
+        offer = wire_pb2.RpcOffer(tls_port=port, ticket=ticket, server_instance=instance)
         writer.write(encode_frame(wire_pb2.WireFrame(rpc_offer=offer)))
         try:
             chosen, early = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)
@@ -301,6 +380,27 @@ class RpcTunnels:
         finally:
             counters.retire(half)
             half.close()
+
+
+async def _answer_here(desk: FrontDesk, local: StreamPair, counters: TunnelCounters) -> Output | None:
+    """Answer llama-server here until it asks what only the worker can answer: what to send the
+    worker then, or None if llama-server closed the connection first."""
+    reader, writer = local
+    to_worker: Output = []
+    while not desk.forwarding:
+        try:
+            data = await reader.read(READ_BYTES)
+        except (ConnectionError, OSError):
+            return None
+        if not data:
+            return None
+        before = desk.answered_here
+        answers, pieces = desk.from_llama_server(data)
+        counters.requests_answered_here += desk.answered_here - before
+        if answers:
+            writer.write(answers)
+        to_worker += pieces
+    return to_worker
 
 
 async def _read_frame(reader: asyncio.StreamReader, initial: bytes = b"") -> tuple[wire_pb2.WireFrame, bytes]:

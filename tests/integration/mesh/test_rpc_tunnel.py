@@ -9,6 +9,7 @@ reachable and over the QUIC stream when it is not.
 from __future__ import annotations
 
 import asyncio
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,6 +115,71 @@ async def hello_through(pair: Pair, model_path: Path) -> HelloResponse:
     return hello
 
 
+async def ask(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, command: RpcCommand, payload: bytes
+) -> bytes:
+    writer.write(encode_request(command, payload))
+    size = RESPONSE_PREFIX.unpack(await asyncio.wait_for(reader.readexactly(RESPONSE_PREFIX.size), 10))[0]
+    return await asyncio.wait_for(reader.readexactly(size), 10)
+
+
+STATIC_QUERIES = [
+    (RpcCommand.HELLO, HELLO_CAPS),
+    (RpcCommand.DEVICE_COUNT, b""),
+    (RpcCommand.GET_ALIGNMENT, struct.pack("<I", 0)),
+    (RpcCommand.GET_MAX_SIZE, struct.pack("<I", 0)),
+    (RpcCommand.GET_DEVICE_MEMORY, struct.pack("<I", 0)),
+]
+ALLOC_64 = struct.pack("<IQ", 0, 64)
+
+
+async def alloc_through(pair: Pair, model_path: Path) -> tuple[int, int]:
+    """HELLO, then ALLOC_BUFFER of 64 bytes: something only the worker's rpc-server can answer."""
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(model_path)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert HelloResponse.decode(await ask(reader, writer, RpcCommand.HELLO, HELLO_CAPS)).compatible
+    pointer, size = struct.unpack("<QQ", await ask(reader, writer, RpcCommand.ALLOC_BUFFER, ALLOC_64))
+    writer.close()
+    return pointer, size
+
+
+async def test_the_host_answers_static_queries_the_worker_s_rpc_server_answered_before(
+    pair: Pair, tiny_gguf: Path
+) -> None:
+    """llama-server opens a dozen connections per load that only ask these: at 20 ms RTT each cost
+    two round trips. The second time, the host answers them, with the rpc-server's own answers."""
+    port = await pair.listeners.listener_for(
+        pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    answers = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers.append([await ask(reader, writer, command, payload) for command, payload in STATIC_QUERIES])
+        writer.close()
+    assert answers[0] == answers[1]
+    assert struct.unpack("<I", answers[0][1]) == (1,)  # one CPU device
+    deadline = asyncio.get_running_loop().time() + 10
+    while not pair.host_rpc.stats()[0].connections_answered_here:  # counted once the close arrives
+        assert asyncio.get_running_loop().time() < deadline, "the answered connection never ended"
+        await asyncio.sleep(0.01)
+    [host_side] = pair.host_rpc.stats()
+    assert (host_side.connections, host_side.connections_answered_here) == (2, 1)
+    assert host_side.requests == host_side.requests_answered_here == len(STATIC_QUERIES)
+    assert [t.connections for t in pair.worker_rpc.stats()] == [1]
+    # A connection answered here goes to the worker at its first other request, its HELLO first
+    # (rpc-server refuses a connection that starts with anything else).
+    pointer, size = await alloc_through(pair, tiny_gguf)
+    assert pointer != 0 and size >= 64
+    [host_side] = pair.host_rpc.stats()
+    assert (host_side.requests, host_side.requests_answered_here) == (
+        len(STATIC_QUERIES) + 2,
+        len(STATIC_QUERIES) + 1,
+    )
+    assert [t.connections for t in pair.worker_rpc.stats()] == [2]
+
+
 async def test_llama_cpp_rpc_reaches_the_workers_rpc_server_and_answers_come_back(
     pair: Pair, tiny_gguf: Path
 ) -> None:
@@ -199,7 +265,7 @@ async def test_a_listener_arms_paths_that_llama_server_connections_then_take(
     )
     await wait_armed(armed_pair, ARMED_PER_WORKER)
     for _ in range(ARMED_PER_WORKER + 1):  # one more than were armed: the pool refills behind each
-        assert (await hello_through(armed_pair, tiny_gguf)).compatible
+        assert (await alloc_through(armed_pair, tiny_gguf))[0] != 0
     await wait_armed(armed_pair, ARMED_PER_WORKER)
     [host_side] = armed_pair.host_rpc.stats()
     [worker_side] = armed_pair.worker_rpc.stats()
@@ -234,5 +300,36 @@ async def test_idle_armed_paths_are_replaced_and_a_reassigned_rpc_server_refuses
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(encode_request(RpcCommand.HELLO, HELLO_CAPS))
+    writer.write(encode_request(RpcCommand.ALLOC_BUFFER, ALLOC_64))
+    # The host answers the HELLO it knows; the buffer request reaches the worker, which refuses it.
+    hello = await asyncio.wait_for(reader.readexactly(HELLO_REPLY_BYTES), 10)
+    assert HelloResponse.decode(hello[RESPONSE_PREFIX.size :]).compatible
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
+
+
+async def test_paths_armed_for_an_rpc_server_that_restarted_are_closed_and_its_answers_forgotten(
+    armed_pair: Pair, tiny_gguf: Path
+) -> None:
+    """The host answers llama-server for one rpc-server process only: a new one (another pid) may
+    be another build or device, so paths offered for the old one close, and answers start over."""
+    await armed_pair.listeners.listener_for(
+        armed_pair.link.node_id, wire_pb2.STREAM_KIND_RPC, MODEL, str(tiny_gguf)
+    )
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    assert (await alloc_through(armed_pair, tiny_gguf))[0] != 0
+    await wait_armed(armed_pair, ARMED_PER_WORKER)
+    key = (armed_pair.link.node_id, MODEL)
+    old = list(armed_pair.host_rpc.armed._ready[key])
+    server = armed_pair.worker_rpc.local_servers[MODEL]
+    restarted = LocalRpcServer(server.port, server.model_path, server.host_node_id, server.pid + 1)
+    armed_pair.worker_rpc.local_servers = {MODEL: restarted}
+    deadline = asyncio.get_running_loop().time() + 10
+    while any(path.usable() for path in old):
+        assert asyncio.get_running_loop().time() < deadline, "the worker kept paths for the old rpc-server"
+        await asyncio.sleep(0.01)
+    # The next connection finds out on its path: a HELLO answered from the old book is checked
+    # against the new rpc-server's (the same here), anything more would have dropped it.
+    assert (await alloc_through(armed_pair, tiny_gguf))[0] != 0
+    book = armed_pair.host_rpc._books[key]
+    assert book.instance == restarted.instance and len(book) == 1  # the new one's HELLO only

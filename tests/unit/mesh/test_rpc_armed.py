@@ -34,12 +34,12 @@ class Opener:
         self.far: list[socket.socket] = []
         self.fail = False
 
-    async def __call__(self, link: Any, model: str) -> tuple[StreamPair, bool]:
+    async def __call__(self, link: Any, model: str) -> tuple[StreamPair, bool, str]:
         if self.fail:
             raise ConnectionError("no rpc-server yet")
         near, far = socket.socketpair()
         self.far.append(far)
-        return await asyncio.open_connection(sock=near), True
+        return await asyncio.open_connection(sock=near), True, "rpc-server 1"
 
 
 async def until(predicate: Any) -> None:
@@ -108,4 +108,16 @@ async def test_the_worker_waits_for_the_first_request(send: bytes) -> None:
         far.sendall(send)
     else:
         far.close()
-    assert await first_request(reader) == send
+    assert await first_request(reader, asyncio.Event()) == send
+
+
+async def test_a_path_waiting_for_its_first_request_ends_when_its_rpc_server_goes() -> None:
+    near, far = socket.socketpair()
+    reader, _ = await asyncio.open_connection(sock=near)
+    gone = asyncio.Event()
+    waiting = asyncio.ensure_future(first_request(reader, gone))
+    await asyncio.sleep(POLL_S)
+    assert not waiting.done()
+    gone.set()
+    assert await asyncio.wait_for(waiting, WAIT_S) == b""  # never connected to another rpc-server
+    far.close()

@@ -145,7 +145,7 @@ class ListTunnelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TunnelStats(_message.Message):
-    __slots__ = ("peer_node_id", "model", "host_side", "connections", "fast_path_connections", "bytes_to_peer", "bytes_from_peer", "weight_bytes_by_reference", "weight_bytes_raw", "requests")
+    __slots__ = ("peer_node_id", "model", "host_side", "connections", "fast_path_connections", "bytes_to_peer", "bytes_from_peer", "weight_bytes_by_reference", "weight_bytes_raw", "requests", "requests_answered_here", "connections_answered_here")
     PEER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     HOST_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,8 @@ class TunnelStats(_message.Message):
     WEIGHT_BYTES_BY_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BYTES_RAW_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_ANSWERED_HERE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_ANSWERED_HERE_FIELD_NUMBER: _ClassVar[int]
     peer_node_id: str
     model: str
     host_side: bool
@@ -166,7 +168,9 @@ class TunnelStats(_message.Message):
     weight_bytes_by_reference: int
     weight_bytes_raw: int
     requests: int
-    def __init__(self, peer_node_id: _Optional[str] = ..., model: _Optional[str] = ..., host_side: _Optional[bool] = ..., connections: _Optional[int] = ..., fast_path_connections: _Optional[int] = ..., bytes_to_peer: _Optional[int] = ..., bytes_from_peer: _Optional[int] = ..., weight_bytes_by_reference: _Optional[int] = ..., weight_bytes_raw: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+    requests_answered_here: int
+    connections_answered_here: int
+    def __init__(self, peer_node_id: _Optional[str] = ..., model: _Optional[str] = ..., host_side: _Optional[bool] = ..., connections: _Optional[int] = ..., fast_path_connections: _Optional[int] = ..., bytes_to_peer: _Optional[int] = ..., bytes_from_peer: _Optional[int] = ..., weight_bytes_by_reference: _Optional[int] = ..., weight_bytes_raw: _Optional[int] = ..., requests: _Optional[int] = ..., requests_answered_here: _Optional[int] = ..., connections_answered_here: _Optional[int] = ...) -> None: ...
 
 class ListTunnelsResponse(_message.Message):
     __slots__ = ("tunnels",)

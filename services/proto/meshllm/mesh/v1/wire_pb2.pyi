@@ -125,14 +125,16 @@ class RpcOpen(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class RpcOffer(_message.Message):
-    __slots__ = ("error", "tls_port", "ticket")
+    __slots__ = ("error", "tls_port", "ticket", "server_instance")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TLS_PORT_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
+    SERVER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     error: str
     tls_port: int
     ticket: bytes
-    def __init__(self, error: _Optional[str] = ..., tls_port: _Optional[int] = ..., ticket: _Optional[bytes] = ...) -> None: ...
+    server_instance: str
+    def __init__(self, error: _Optional[str] = ..., tls_port: _Optional[int] = ..., ticket: _Optional[bytes] = ..., server_instance: _Optional[str] = ...) -> None: ...
 
 class RpcPath(_message.Message):
     __slots__ = ("on_this_stream",)
