@@ -52,11 +52,6 @@ def requests_served(node: RunningNode, model: str) -> int:
     return int(status["requests_by_model"].get(model, 0))
 
 
-def client_rate(node: RunningNode, model: str) -> float:
-    status = node.http("GET", f"http://127.0.0.1:{node.console_port}/api/status", timeout=5).json()
-    return float(status["request_rate_per_min"].get(model, 0.0))
-
-
 class Demand:
     """Requests for a model through one node, in the background, counting failures."""
 
