@@ -176,6 +176,53 @@ def test_a_prompt_over_the_context_is_a_400_with_a_string_code(oai: openai.OpenA
     assert error.value.code == "context_length_exceeded"
 
 
+# --- A stream whose first token ends inside a character ------------------------------------------
+
+# SmolLM2 answers this (temperature 0) in Chinese, and its first token is the first bytes of a
+# character: that token streams nothing. Stock llama-server then never opened the stream (it keyed
+# the opening on n_decoded == 1): no message_start (the anthropic SDK has no message at all), no
+# role delta, a response.created with every chunk. llama.cpp/patches/0002 opens it on the first
+# partial result that is sent.
+SPLIT_FIRST_CHARACTER = "Reply in Chinese: hello"
+
+
+def test_a_stream_whose_first_token_ends_inside_a_character_opens_like_any_other(
+    servers: dict[str, LlamaServer], claude: anthropic.Anthropic, oai: openai.OpenAI
+) -> None:
+    messages = [{"role": "user", "content": SPLIT_FIRST_CHARACTER}]
+    greedy = {"temperature": 0}  # this SDK's stream() takes no temperature argument of its own
+    with claude.messages.stream(
+        model=CHAT, max_tokens=SHORT_TOKENS, messages=messages, extra_body=greedy
+    ) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.role == "assistant" and final.content[0].text == text
+    # It is the case this test is about: the answer's first character takes more than one token.
+    tokenized = httpx.post(f"{servers[CHAT].base_url}/tokenize", json={"content": text[0]}, timeout=10)
+    assert not text[0].isascii() and len(tokenized.json()["tokens"]) > 1, text
+    chunks = list(
+        oai.chat.completions.create(
+            model=CHAT,
+            max_tokens=SHORT_TOKENS,
+            temperature=0,
+            stream=True,
+            messages=messages,  # type: ignore[arg-type]
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    events = list(
+        oai.responses.create(
+            model=CHAT,
+            input=SPLIT_FIRST_CHARACTER,
+            max_output_tokens=SHORT_TOKENS,
+            temperature=0,
+            stream=True,
+        )
+    )
+    kinds = [event.type for event in events]
+    assert kinds[0] == "response.created" and kinds.count("response.created") == 1, kinds
+
+
 # --- Anthropic: messages, stream, count_tokens, errors -------------------------------------------
 
 
