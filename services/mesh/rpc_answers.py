@@ -39,6 +39,7 @@ from services.mesh.rpc_protocol import (
     RpcProtocolError,
     encode_response,
 )
+from services.mesh.rpc_zero_transfer import Output
 
 # A worker's free memory as a load starts changes little from one load to the next (the rpc-server
 # frees a client's buffers when it goes); a runner restarting a crashed llama-server is seconds.
@@ -57,8 +58,6 @@ ANSWERABLE = frozenset(
         RpcCommand.GET_DEVICE_MEMORY,
     }
 )
-
-Output = list[bytes | memoryview]
 
 
 def _shape_only(tensor: RpcTensor) -> RpcTensor:

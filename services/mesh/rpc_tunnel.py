@@ -18,6 +18,7 @@ import contextlib
 import logging
 import mmap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,17 +229,19 @@ class RpcTunnels:
         if half is not None:
             counters.live.add(half)
 
+        to_peer: Callable[[bytes | memoryview], Output] = half.feed if half else _unchanged
+
         def outbound(data: bytes) -> Output:
             if desk.transparent:
-                return half.feed(data) if half else [data]
+                return to_peer(data)
             _, pieces = desk.from_llama_server(data)  # forwarding: nothing is answered here now
-            return [out for piece in pieces for out in (half.feed(piece) if half else [piece])]
+            return [out for piece in pieces for out in to_peer(piece)]
 
         def inbound(data: bytes) -> Output:
             return [data] if desk.transparent else desk.from_worker(data)
 
         try:
-            to_worker = [out for piece in first for out in (half.feed(piece) if half else [piece])]
+            to_worker = [out for piece in first for out in to_peer(piece)]
             counters.bytes_to_peer += sum(len(piece) for piece in to_worker)
             for piece in to_worker:
                 remote[1].write(piece)
@@ -380,6 +383,10 @@ class RpcTunnels:
         finally:
             counters.retire(half)
             half.close()
+
+
+def _unchanged(data: bytes | memoryview) -> Output:
+    return [data]
 
 
 async def _answer_here(desk: FrontDesk, local: StreamPair, counters: TunnelCounters) -> Output | None:
