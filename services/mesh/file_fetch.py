@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 from services.gossip.model_hashes import FileHashes, remember
@@ -34,9 +34,14 @@ SOURCE_BUSY_RETRY_S = 2.0
 WRITES_IN_FLIGHT_PER_SOURCE = 2
 # With nothing to report, the RPC's task still looks at the plan this often (deadlines, rate).
 IDLE_CHECK_S = 1.0
-# A fetch for a destination whose previous fetch is still stopping (its RPC was just cancelled)
-# waits this long for it before it is refused as a duplicate.
+# A fetch for a destination whose previous fetch still runs waits this long for that one to start
+# stopping (its RPC's cancel may not have arrived yet) before it is refused as a duplicate...
 PREVIOUS_FETCH_WAIT_S = 5.0
+# ...and once it stops, however long its last chunk writes take (a loaded disk throttles them),
+# up to this: more is a fault of ours, reported as such.
+PREVIOUS_FETCH_STOP_S = 60.0
+# A stop slower than this is logged (what it waited on is then in the log next to it).
+SLOW_STOP_S = 1.0
 SHA256_HEX_CHARS = 64
 
 FindLink = Callable[[str], PeerLink | None]
@@ -58,7 +63,7 @@ class FileFetcher:
         # False: chunk bytes stay on the QUIC streams (what a relayed link or a blocked TCP port
         # gets anyway; tests choose it to exercise that path on a direct link).
         self._fast_path = fast_path
-        self._running: dict[Path, asyncio.Event] = {}  # destination -> set when its fetch ended
+        self._running: dict[Path, _FetchRun] = {}  # destination -> its fetch, until it has stopped
 
     async def fetch(self, request: mesh_pb2.FetchFileRequest) -> AsyncIterator[mesh_pb2.FetchProgress]:
         try:
@@ -67,26 +72,33 @@ class FileFetcher:
         except FetchRefused as exc:
             yield mesh_pb2.FetchProgress(state=mesh_pb2.FETCH_STATE_FAILED, error=str(exc))
             return
-        ended = self._running[dest] = asyncio.Event()
+        run = _FetchRun(request, dest, sources, self._find_link, self._fast_path, self._dial_from)
+        self._running[dest] = run
         try:
-            run = _FetchRun(request, dest, sources, self._find_link, self._fast_path, self._dial_from)
-            async for progress in run.progress():
-                yield progress
+            # Closed here, not whenever the garbage collector finds it: the run's tasks and writes
+            # are over before the next fetch of `dest` may start.
+            async with contextlib.aclosing(run.progress()) as reports:
+                async for progress in reports:
+                    yield progress
         finally:
-            ended.set()
-            if self._running.get(dest) is ended:
+            run.stopping.set()  # already, unless it was closed before it started
+            run.ended.set()
+            if self._running.get(dest) is run:
                 del self._running[dest]
 
     async def _previous_ended(self, dest: Path) -> None:
         """Returns when no fetch of `dest` runs (the caller registers its own before any await)."""
-        deadline = time.monotonic() + PREVIOUS_FETCH_WAIT_S
         while (previous := self._running.get(dest)) is not None:
             try:
-                await asyncio.wait_for(previous.wait(), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(previous.stopping.wait(), PREVIOUS_FETCH_WAIT_S)
             except TimeoutError:
                 raise FetchRefused(f"{dest} is already being fetched") from None
-            if self._running.get(dest) is previous:
-                del self._running[dest]
+            try:
+                await asyncio.wait_for(previous.ended.wait(), PREVIOUS_FETCH_STOP_S)
+            except TimeoutError:
+                raise FetchRefused(
+                    f"the previous fetch of {dest} did not stop in {PREVIOUS_FETCH_STOP_S:.0f}s"
+                ) from None
 
     def _check(self, request: mesh_pb2.FetchFileRequest) -> tuple[Path, list[str]]:
         sha = request.sha256
@@ -129,6 +141,8 @@ class _FetchRun:
         self._logged_bad: set[str] = set()
         self._lost_logged: set[str] = set()
         self._log = {"model": request.name, "sha256": request.sha256[:16]}
+        self.stopping = asyncio.Event()  # set once the run starts to stop (done, failed or cancelled)
+        self.ended = asyncio.Event()  # set by the fetcher once it has stopped
 
     def _notify(self) -> None:
         """The plan changed: wake whoever waits on it (every waiter holds the event it saw)."""
@@ -143,7 +157,7 @@ class _FetchRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
-    async def progress(self) -> AsyncIterator[mesh_pb2.FetchProgress]:
+    async def progress(self) -> AsyncGenerator[mesh_pb2.FetchProgress, None]:
         logger.info(
             "fetching a file", extra={**self._log, "sources": len(self.sources), "dest": str(self.dest)}
         )
@@ -167,11 +181,15 @@ class _FetchRun:
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
                 await self._wait_change(timeout)
         finally:
+            self.stopping.set()
+            stop_began = time.monotonic()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.part is not None:
                 self.part.close()
+            if (stop_s := time.monotonic() - stop_began) > SLOW_STOP_S:
+                logger.info("a fetch was slow to stop", extra={**self._log, "stop_s": round(stop_s, 1)})
 
     async def _step(self) -> mesh_pb2.FetchProgress | None:
         """Advance what only this task does; the final report once the fetch is over."""
