@@ -917,7 +917,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     stock_rpc_port, plain_rpc_port, direct_rpc_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
     try:
         progress(f"starting two nodes on {model.name} (logs in {root})")
-        with two_nodes(root, model, (stock_rpc_port, plain_rpc_port)) as split, ExitStack() as stack:
+        # Speculation off: this measures the transport (bench/speculative.py measures speculation).
+        no_speculation = ("--speculation", "off")
+        with (
+            two_nodes(root, model, (stock_rpc_port, plain_rpc_port), no_speculation) as split,
+            ExitStack() as stack,
+        ):
             result["split_ready_s"] = round(time.monotonic() - started, 1)
             host = ready_host_process(split.host)
             worker = ready_rpc_server(split.worker)

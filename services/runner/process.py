@@ -193,10 +193,10 @@ class SupervisedProcess:
         self._prompt_cache_mib = self._cache_mib_for(self.spec, self._status.context_tokens)
         on_gpu = await asyncio.to_thread(has_offload_device, bin_dir) and not is_cpu_only(self.spec.device)
         local_gpu = bool(self.spec.rpc_endpoints) and on_gpu
-        speculation = await self._speculation(traits, on_gpu)
+        speculation = await self._speculation(traits)
         return commands.build_argv(self.spec, bin_dir, port, CORES, traits, local_gpu, speculation)
 
-    async def _speculation(self, traits: gguf_meta.ModelTraits | None, on_gpu: bool) -> Speculation | None:
+    async def _speculation(self, traits: gguf_meta.ModelTraits | None) -> Speculation | None:
         """Decided at every start, the draft's vocabulary and size checked against the model's
         (cached per file): an auto-paired draft that cannot serve is dropped, with the reason."""
         if self.spec.kind is not ProcessKind.LLAMA_SERVER:
@@ -206,9 +206,7 @@ class SupervisedProcess:
         else:
             spec = self.spec
             try:
-                chosen = await checked_speculation(
-                    spec.speculation, spec.model_path, spec.draft_model_path, on_gpu
-                )
+                chosen = await checked_speculation(spec.speculation, spec.model_path, spec.draft_model_path)
             except SpeculationError as exc:
                 raise LaunchError(str(exc)) from exc
         if chosen.reason != self._status.speculation_reason:

@@ -3,28 +3,27 @@
 Speculation lets the model check several guessed tokens in one forward pass: the guesses come from a
 draft model (a much smaller model with the same vocabulary, run next to the model on the host) or
 from n-grams of the text so far (no extra model: it pays where the output repeats the input, as code
-edits and JSON do). At temperature 0 the output is the same text either way; only its speed changes.
+edits and JSON do). At temperature 0 the model verifies every guess, so the text is its own either
+way; it is the very same text where llama.cpp's kernels are batch-invariant (one thread on this CPU
+build: tests/integration/runner/test_speculation_served.py), while with more threads a batched
+verification can round a near-tie the other way, as batching concurrent requests can.
 
-`--speculation auto` is the measured rule below (bench/speculative.py, bench/RESULTS.md; SmolLM2
-135M, a shared 2-core VM, so read the counts more than the timings):
-- n-gram only where the model's forward passes run on a GPU, solo and split host alike; off on a
-  CPU-only build. ngram-mod drafts
-  only after a 24-token exact match with the text so far: on prose it drafts nothing unless the
-  text repeats itself (tokens per CPU-second 1.04x; split at 20 ms 0.995x), on copy-heavy output it
-  drafts up to 64 tokens at a time (Gemma 270M repeating its prompt: 71 of 71 accepted, 2x). Where
-  the copy is loose (SmolLM2 135M rewriting a function: 8-19% accepted) it costs: 0.90-0.95x per
-  CPU-second solo, 0.62-0.85x split at 20 ms. The looser n-gram kinds lose more on this CPU build,
-  where a rejected draft token costs about a sixth of a decode step: ngram-simple with a 4-token
-  lookup drafted 228 tokens for 74 accepted on a code edit, 0.58x. So on a CPU-only build `auto`
-  is off: where it pays (faithful copies) `--speculation ngram` turns it on. On a GPU, verifying a
-  batch of drafted tokens costs about what one token does (decode is bound by reading the weights),
-  so a rejected draft costs little and an accepted one saves a step (and on a split host its
-  blocking RPC round trip): `auto` turns n-gram on there. That half is llama.cpp's and the spec's
-  reasoning, not measured here (no GPU on this VM).
+`--speculation auto` is the measured rule below (bench/speculative.py, bench/RESULTS.md: SmolLM2
+135M on a shared 2-core CPU VM, 6 interleaved rounds of 128 tokens, temperature 0):
+- n-gram on every llama-server of a generating model, solo and split host alike. ngram-mod drafts
+  only after a 24-token exact match with the text so far, up to 64 tokens at a time: where the
+  answer copies its input (an edited JSON document, 72% of drafts accepted) it is 1.61x solo and
+  2.67x / 2.81x in a 2-node split at 0 / 20 ms RTT (0.28 blocking round trips per token instead
+  of 0.98); on prose it drafts ~nothing (1.00x solo, 1.11x / 1.01x split). Where the copy is loose
+  (a function the model rewrites or renames through: 16-37% accepted) it is 0.96-1.10x solo
+  (tokens per CPU-second 1.02-1.04x) and 0.91-1.07x split: the cost of a rejected draft on this CPU
+  build, where verifying a token costs about what decoding it does. On a GPU verifying a batch
+  costs about one step (decode is bound by reading the weights), so drafts cost less there still
+  (llama.cpp's and the spec's reasoning; no GPU was lent to measure it).
 - a draft model only when named: `--draft` (then alongside n-gram), or `--speculation draft` (which
   also pairs one automatically). A draft costs every step a draft forward pass even when it guesses
-  nothing (--spec-draft-p-min stops it at its first unsure token): 0.87x tokens per CPU-second on
-  prose with a random draft of SmolLM2's vocabulary, so `auto` never starts one nobody vouched for.
+  nothing (--spec-draft-p-min stops it at its first unsure token): 0.76x on prose with a random
+  draft of SmolLM2's vocabulary, so `auto` never starts one nobody vouched for.
 """
 
 from __future__ import annotations
@@ -89,13 +88,10 @@ class Speculation:
         return "+".join(parts) or SpeculationMode.OFF.value
 
 
-def decide(
-    requested: SpeculationMode, draft_model_path: str, draft_refused: str = "", on_gpu: bool = False
-) -> Speculation:
-    """The speculation for a llama-server (solo or split host: the rule is the same for both, see
-    the module docstring). `draft_model_path`: the draft paired with the model ("" for none);
-    `draft_refused`: why that draft cannot serve this model ("" if it can, or it was not checked);
-    `on_gpu`: the build offloads the model's layers to a GPU (auto's n-gram needs one to pay).
+def decide(requested: SpeculationMode, draft_model_path: str, draft_refused: str = "") -> Speculation:
+    """The speculation for a llama-server, solo or split host (the module docstring has the rule
+    and its numbers). `draft_model_path`: the draft paired with the model ("" for none);
+    `draft_refused`: why that draft cannot serve this model ("" if it can, or it was not checked).
     Raises SpeculationError for `draft` without a usable draft."""
     if requested is SpeculationMode.OFF:
         return Speculation(reason="speculation off")
@@ -108,11 +104,8 @@ def decide(
             raise SpeculationError(f"draft {draft_model_path}: {draft_refused}")
         return Speculation(draft_model_path=draft_model_path, reason="draft asked for")
     if draft_model_path and not draft_refused:  # placement passes a draft under auto only if named
-        reason = "auto: draft and n-gram" if on_gpu else "auto: draft (n-gram is off on a CPU-only build)"
-        return Speculation(ngram=on_gpu, draft_model_path=draft_model_path, reason=reason)
+        return Speculation(ngram=True, draft_model_path=draft_model_path, reason="auto: draft and n-gram")
     why = f" (draft not used: {draft_refused})" if draft_model_path else ""
-    if not on_gpu:
-        return Speculation(reason=f"auto: off on a CPU-only build, where n-gram measured 0.6-0.95x{why}")
     return Speculation(ngram=True, reason=f"auto: n-gram{why}")
 
 

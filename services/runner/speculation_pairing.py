@@ -60,17 +60,14 @@ def check_draft(target: Path, draft: Path) -> str:
     return draft_refusal(model.vocabulary, model.bytes, candidate.vocabulary, candidate.bytes)
 
 
-async def checked_speculation(
-    mode: str, model_path: str, draft_model_path: str, on_gpu: bool = False
-) -> Speculation:
-    """The speculation a llama-server starts with, its draft checked against the model file
-    (`on_gpu`: speculation.decide). Raises SpeculationError when `draft` was asked for and the draft
-    cannot serve."""
+async def checked_speculation(mode: str, model_path: str, draft_model_path: str) -> Speculation:
+    """The speculation a llama-server starts with, its draft checked against the model file.
+    Raises SpeculationError when `draft` was asked for and the draft cannot serve."""
     requested = parse_mode(mode)
     refused = ""
     if draft_model_path and requested in (SpeculationMode.AUTO, SpeculationMode.DRAFT):
         refused = await asyncio.to_thread(check_draft, Path(model_path), Path(draft_model_path))
-    return decide(requested, draft_model_path, refused, on_gpu)
+    return decide(requested, draft_model_path, refused)
 
 
 def pick_draft(target: ModelFile, candidates: Sequence[ModelFile], preferred: str = "") -> str:

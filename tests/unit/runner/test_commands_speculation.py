@@ -27,10 +27,12 @@ def test_off_passes_no_speculation_flag() -> None:
     assert not SPECULATION_FLAGS & set(argv)
 
 
-def test_default_auto_undecided_by_the_runner_is_off() -> None:
-    """Without process.py's decision (which knows whether the build has a GPU) auto assumes none."""
+def test_default_auto_undecided_by_the_runner_is_ngram() -> None:
+    """Without process.py's decision (which checks a draft) auto is n-gram, solo and split host."""
     argv = argv_for()
-    assert not SPECULATION_FLAGS & set(argv)
+    assert argv[argv.index("--spec-type") + 1] == "ngram-mod"
+    split = argv_for(ModelTraits(layer_count=4), rpc_endpoints=("127.0.0.1:1",), tensor_split=(1.0, 1.0))
+    assert split[split.index("--spec-type") + 1] == "ngram-mod"
 
 
 def test_ngram_passes_ngram_mod() -> None:

@@ -42,22 +42,17 @@ def test_off_passes_nothing() -> None:
     assert chosen.summary == "off"
 
 
-def test_auto_without_a_draft_is_ngram_on_a_gpu() -> None:
-    chosen = decide(SpeculationMode.AUTO, "", on_gpu=True)
+def test_auto_without_a_draft_is_ngram() -> None:
+    """Measured (the module docstring): 1.6x solo and 2.8x split on copies, 1.0x on prose."""
+    chosen = decide(SpeculationMode.AUTO, "")
     assert chosen == Speculation(ngram=True, reason=chosen.reason)
     assert speculation_args(chosen, split_host=False) == ["--spec-type", NGRAM_SPEC_TYPE]
-
-
-def test_auto_is_off_on_a_cpu_only_build_where_ngram_measured_slower() -> None:
-    chosen = decide(SpeculationMode.AUTO, "")
-    assert speculation_args(chosen, split_host=False) == [] and chosen.summary == "off"
-    assert "CPU-only" in chosen.reason
-    named = decide(SpeculationMode.AUTO, DRAFT)  # a draft the user named still runs, alone
-    assert flag(speculation_args(named, split_host=False), "--spec-type") == DRAFT_SPEC_TYPE
+    assert speculation_args(chosen, split_host=True) == ["--spec-type", NGRAM_SPEC_TYPE]
+    assert chosen.summary == "ngram"
 
 
 def test_auto_with_a_draft_uses_both() -> None:
-    chosen = decide(SpeculationMode.AUTO, DRAFT, on_gpu=True)
+    chosen = decide(SpeculationMode.AUTO, DRAFT)
     args = speculation_args(chosen, split_host=False)
     assert flag(args, "--spec-type") == f"{DRAFT_SPEC_TYPE},{NGRAM_SPEC_TYPE}"
     assert flag(args, "--model-draft") == DRAFT
@@ -67,7 +62,7 @@ def test_auto_with_a_draft_uses_both() -> None:
 
 
 def test_auto_drops_a_refused_draft_and_says_why() -> None:
-    chosen = decide(SpeculationMode.AUTO, DRAFT, draft_refused="its vocabulary differs", on_gpu=True)
+    chosen = decide(SpeculationMode.AUTO, DRAFT, draft_refused="its vocabulary differs")
     assert chosen.draft_model_path == "" and chosen.ngram
     assert "vocabulary differs" in chosen.reason
     assert "--model-draft" not in speculation_args(chosen, split_host=False)
