@@ -191,8 +191,12 @@ class SupervisedProcess:
         if self._status.context_tokens == 0:
             self._note_model(traits)
         self._prompt_cache_mib = self._cache_mib_for(self.spec, self._status.context_tokens)
-        on_gpu = await asyncio.to_thread(has_offload_device, bin_dir) and not is_cpu_only(self.spec.device)
-        local_gpu = bool(self.spec.rpc_endpoints) and on_gpu
+        # Only a split host's argv depends on a local GPU (speculation no longer does).
+        local_gpu = (
+            bool(self.spec.rpc_endpoints)
+            and not is_cpu_only(self.spec.device)
+            and await asyncio.to_thread(has_offload_device, bin_dir)
+        )
         speculation = await self._speculation(traits)
         return commands.build_argv(self.spec, bin_dir, port, CORES, traits, local_gpu, speculation)
 
