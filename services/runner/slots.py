@@ -11,6 +11,8 @@ llama.cpp would give each slot context / N, shrinking one request's usable conte
 slot costs almost nothing by itself (the sliding-window cache of a model with one holds a window
 per slot: context_size.swa_cache_tokens), so the slot count is chosen from the context the slots
 share: at least SHARED_TOKENS_PER_SLOT each on average, between MIN_AUTO_SLOTS and MAX_AUTO_SLOTS.
+When the busy slots together fill the shared cache, our llama.cpp patch 0003 stops the newest
+request (a 503) so the others go on; stock llama-server fails them all.
 """
 
 from __future__ import annotations
