@@ -54,7 +54,7 @@ from services.proto.meshllm.runner.v1 import runner_pb2, runner_pb2_grpc
 
 # In-flight completions get this long to finish after SIGTERM (supervisord waits 10 s by default).
 GRACEFUL_SHUTDOWN_S = 5
-GRPC_STOP_GRACE_S = 1.0
+GRPC_STOP_GRACE_S = 0.25  # as services/node/grpc_link.py's SERVER_GRACE_S
 LISTEN_BACKLOG = 2048
 CLIENT_MODE_PEERS = ("mesh", "gossip")  # DESIGN §1: clients run no placement or runner
 # The HTTP servers sharing this process's descriptors (API, console, mesh ingress), each sized to its share.
