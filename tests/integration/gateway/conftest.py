@@ -23,10 +23,12 @@ import pytest
 from services.gateway.app import EmbeddedServer, bind_listener, embedded_server
 from services.gateway.openai_api import build_api_app
 from services.gateway.proxy import UpstreamProxy
-from services.gateway.routing import Route, RoutingTable
+from services.gateway.routing import LocalServer, Route, RoutingTable, ServerState
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters
 from services.node.service_main import run_event_loop
+from services.runner.gguf_meta import read_model_traits
+from services.runner.slots import choose_layout
 
 GEMMA = "gemma3-270m"
 LLAMA_START_TIMEOUT_S = 60.0
@@ -147,6 +149,21 @@ class GatewayThread:
         if self._server is not None:
             self._server.should_exit = True
         self._thread.join(PROCESS_STOP_TIMEOUT_S)
+
+
+def runner_server_table(model: str, port: int, model_path: Path, context_tokens: int) -> RoutingTable:
+    """The table for one ready llama-server started with the runner's command line: the gateway
+    knows its context and slots as the runner's layout chose them."""
+    layout = choose_layout(read_model_traits(model_path), context_tokens, 0, 0)
+    server = LocalServer(
+        model,
+        ServerState.READY,
+        "127.0.0.1",
+        port,
+        context_tokens=layout.context_tokens,
+        slots=layout.slots,
+    )
+    return RoutingTable.build([server], ())
 
 
 @pytest.fixture(scope="module")

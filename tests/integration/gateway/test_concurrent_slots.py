@@ -16,12 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.routing import LocalServer, RoutingTable, ServerState
+from services.gateway.routing import RoutingTable
 from services.runner.commands import llama_server_argv
 from services.runner.gguf_meta import read_model_traits
-from services.runner.slots import choose_layout
 from services.runner.spec import ProcessKind, ProcessSpec
-from tests.integration.gateway.conftest import GatewayThread, LlamaServer
+from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_server_table
 
 MODEL = "gemma-slots"
 CONTEXT_TOKENS = 8192  # 4 slots of 2048 on average (slots.auto_slots), each may use all 8192
@@ -55,16 +54,7 @@ def slots_server(
 
 @pytest.fixture(scope="module")
 def gateway_table(slots_server: LlamaServer, gemma_path: Path) -> RoutingTable:
-    layout = choose_layout(read_model_traits(gemma_path), CONTEXT_TOKENS, 0, 0)
-    server = LocalServer(
-        MODEL,
-        ServerState.READY,
-        "127.0.0.1",
-        slots_server.port,
-        context_tokens=layout.context_tokens,
-        slots=layout.slots,
-    )
-    return RoutingTable.build([server], ())
+    return runner_server_table(MODEL, slots_server.port, gemma_path, CONTEXT_TOKENS)
 
 
 async def _stream(client: httpx.AsyncClient, url: str, index: int) -> tuple[float, float, int]:

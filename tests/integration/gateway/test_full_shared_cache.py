@@ -25,12 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.routing import LocalServer, RoutingTable, ServerState
+from services.gateway.routing import RoutingTable
 from services.runner.commands import llama_server_argv
 from services.runner.gguf_meta import read_model_traits
-from services.runner.slots import choose_layout
 from services.runner.spec import ProcessKind, ProcessSpec
-from tests.integration.gateway.conftest import GatewayThread, LlamaServer
+from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_server_table
 
 MODEL = "smollm2-small-cache"
 CONTEXT_TOKENS = 1024
@@ -78,16 +77,7 @@ def small_cache_server(
 
 @pytest.fixture(scope="module")
 def gateway_table(small_cache_server: LlamaServer, smollm2_path: Path) -> RoutingTable:
-    layout = choose_layout(read_model_traits(smollm2_path), CONTEXT_TOKENS, 0, 0)
-    server = LocalServer(
-        MODEL,
-        ServerState.READY,
-        "127.0.0.1",
-        small_cache_server.port,
-        context_tokens=layout.context_tokens,
-        slots=layout.slots,
-    )
-    return RoutingTable.build([server], ())
+    return runner_server_table(MODEL, small_cache_server.port, smollm2_path, CONTEXT_TOKENS)
 
 
 def _chat(url: str, index: int, max_tokens: int) -> httpx.Response:
