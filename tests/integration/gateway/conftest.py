@@ -27,8 +27,10 @@ from services.gateway.routing import LocalServer, Route, RoutingTable, ServerSta
 from services.gateway.sources import RoutingSources
 from services.gateway.status import RequestCounters
 from services.node.service_main import run_event_loop
+from services.runner.commands import llama_server_argv
 from services.runner.gguf_meta import read_model_traits
 from services.runner.slots import choose_layout
+from services.runner.spec import ProcessKind, ProcessSpec
 
 GEMMA = "gemma3-270m"
 LLAMA_START_TIMEOUT_S = 60.0
@@ -149,6 +151,24 @@ class GatewayThread:
         if self._server is not None:
             self._server.should_exit = True
         self._thread.join(PROCESS_STOP_TIMEOUT_S)
+
+
+def runner_argv(
+    model: str, model_path: Path, bin_dir: Path, context_tokens: int, threads: int, speculation: str = ""
+) -> list[str]:
+    """The runner's own llama-server command line for `model` (its slots, -kvu, speculation), with
+    `{port}` for start_model_server to fill in."""
+    spec = ProcessSpec(
+        key=f"llama-server/{model}",
+        kind=ProcessKind.LLAMA_SERVER,
+        model=model,
+        model_path=str(model_path),
+        context_size=context_tokens,
+        speculation=speculation,
+    )
+    argv = llama_server_argv(spec, bin_dir, 1, threads, read_model_traits(model_path))
+    argv[argv.index("--port") + 1] = "{port}"
+    return argv
 
 
 def runner_server_table(model: str, port: int, model_path: Path, context_tokens: int) -> RoutingTable:

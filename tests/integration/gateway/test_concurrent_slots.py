@@ -17,10 +17,7 @@ import httpx
 import pytest
 
 from services.gateway.routing import RoutingTable
-from services.runner.commands import llama_server_argv
-from services.runner.gguf_meta import read_model_traits
-from services.runner.spec import ProcessKind, ProcessSpec
-from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_server_table
+from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_argv, runner_server_table
 
 MODEL = "gemma-slots"
 CONTEXT_TOKENS = 8192  # 4 slots of 2048 on average (slots.auto_slots), each may use all 8192
@@ -33,22 +30,11 @@ HTTP_TIMEOUT_S = 120.0
 SLOTS_POLL_S = 0.05
 
 
-def _spec(path: Path) -> ProcessSpec:
-    return ProcessSpec(
-        key=f"llama-server/{MODEL}",
-        kind=ProcessKind.LLAMA_SERVER,
-        model=MODEL,
-        model_path=str(path),
-        context_size=CONTEXT_TOKENS,
-    )
-
-
 @pytest.fixture(scope="module")
 def slots_server(
     llama_bin_dir: Path, gemma_path: Path, start_model_server: Callable[[Path, str, list[str]], LlamaServer]
 ) -> LlamaServer:
-    argv = llama_server_argv(_spec(gemma_path), llama_bin_dir, 1, THREADS, read_model_traits(gemma_path))
-    argv[argv.index("--port") + 1] = "{port}"
+    argv = runner_argv(MODEL, gemma_path, llama_bin_dir, CONTEXT_TOKENS, THREADS)
     return start_model_server(gemma_path, MODEL, argv)
 
 

@@ -26,10 +26,7 @@ import httpx
 import pytest
 
 from services.gateway.routing import RoutingTable
-from services.runner.commands import llama_server_argv
-from services.runner.gguf_meta import read_model_traits
-from services.runner.spec import ProcessKind, ProcessSpec
-from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_server_table
+from tests.integration.gateway.conftest import GatewayThread, LlamaServer, runner_argv, runner_server_table
 
 MODEL = "smollm2-small-cache"
 CONTEXT_TOKENS = 1024
@@ -44,17 +41,6 @@ THREADS = 2
 HTTP_TIMEOUT_S = 180.0
 
 
-def _spec(path: Path, speculation: str) -> ProcessSpec:
-    return ProcessSpec(
-        key=f"llama-server/{MODEL}",
-        kind=ProcessKind.LLAMA_SERVER,
-        model=MODEL,
-        model_path=str(path),
-        context_size=CONTEXT_TOKENS,
-        speculation=speculation,
-    )
-
-
 @pytest.fixture(scope="module", params=["off", "ngram"])
 def speculation(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -67,11 +53,9 @@ def small_cache_server(
     speculation: str,
     start_model_server: Callable[[Path, str, list[str]], LlamaServer],
 ) -> LlamaServer:
-    traits = read_model_traits(smollm2_path)
-    argv = llama_server_argv(_spec(smollm2_path, speculation), llama_bin_dir, 1, THREADS, traits)
+    argv = runner_argv(MODEL, smollm2_path, llama_bin_dir, CONTEXT_TOKENS, THREADS, speculation)
     assert ("--spec-type" in argv) == (speculation == "ngram")
     assert "-kvu" in argv and argv[argv.index("-np") + 1] == str(REQUESTS)  # the runner's shared cache
-    argv[argv.index("--port") + 1] = "{port}"
     return start_model_server(smollm2_path, f"{MODEL}-{speculation}", argv)
 
 
